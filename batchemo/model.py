@@ -1,0 +1,168 @@
+"""Architectures, and the model artifact: `name.keras` + `name.json` metadata, saved and validated."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._tf import import_keras
+from .errors import ModelError
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "fer2013-default.keras"
+ARCHS = ("default", "seed")
+INPUT_SIZE = {"default": 48, "seed": 128}
+
+
+def build(arch: str, n_classes: int, augment: bool = True):
+    """A Keras model taking (size, size, 1) uint8-range grayscale and returning class probabilities.
+
+    Preprocessing (rescaling) and training-time augmentation are layers of the model, so inference
+    needs nothing outside it; the augmentation layers are identity at inference.
+    """
+    keras = import_keras()
+    layers = keras.layers
+    size = INPUT_SIZE[arch]
+    inputs = keras.Input((size, size, 1), name="face")
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    if arch == "seed":
+        # The seed document's reference model, kept as it was: no augmentation, no BN.
+        x = layers.Conv2D(32, 3, activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Conv2D(64, 3, activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Flatten()(x)
+        x = layers.Dense(128, activation="relu")(x)
+    elif arch == "default":
+        if augment:
+            x = layers.RandomFlip("horizontal")(x)
+            x = layers.RandomRotation(0.04, fill_mode="nearest")(x)  # about ±15°
+            x = layers.RandomZoom((-0.15, 0.1), fill_mode="nearest")(x)
+            x = layers.RandomTranslation(0.1, 0.1, fill_mode="nearest")(x)
+        # VGG-style: 4 stages of conv-BN-ReLU, widths doubling as the map halves (48→24→12→6→3).
+        for width, convs in ((32, 2), (64, 2), (128, 3), (256, 3)):
+            for _ in range(convs):
+                x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+                x = layers.BatchNormalization()(x)
+                x = layers.ReLU()(x)
+            x = layers.MaxPooling2D()(x)
+        x = layers.Flatten()(x)  # keeps where on the face a feature is (mouth vs eyes)
+        x = layers.Dropout(0.5)(x)
+        x = layers.Dense(256, use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.Dropout(0.4)(x)
+    else:
+        raise ModelError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
+    return keras.Model(inputs, outputs, name=f"batchemo_{arch}")
+
+
+@dataclass
+class LoadedModel:
+    """A validated artifact: the Keras model plus what its JSON card says about it."""
+
+    keras_model: object
+    classes: tuple[str, ...]
+    input_size: int
+    model_id: str
+    path: Path
+    meta: dict = field(default_factory=dict)
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        """Class probabilities for a (N, size, size, 1) batch, one graph call (no per-call setup)."""
+        return np.asarray(self.keras_model.predict_on_batch(faces), dtype=np.float32)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_artifact(model, path: Path, meta: dict) -> Path:
+    """Write `path` (.keras, float32, no optimizer state) and its JSON card, each atomically."""
+    keras = import_keras()
+    path = Path(path).with_suffix(".keras")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Rebuild in float32 (a bf16 policy inside the file slows CPUs without AMX) and drop the
+    # optimizer: copy weights into a fresh, uncompiled model of the same architecture.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        clean = build(meta["arch"], len(meta["classes"]))
+        clean.set_weights(model.get_weights())
+    finally:
+        keras.config.set_dtype_policy(previous)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.keras")
+    clean.save(tmp)
+    os.replace(tmp, path)
+    card = dict(meta)
+    card.update(
+        format="batchemo-model/1",
+        sha256=file_digest(path),
+        input_size=int(clean.input_shape[1]),
+        input_color="grayscale",
+        input_range="uint8 values 0-255 (float dtype accepted); rescaling is inside the model",
+        n_params=int(clean.count_params()),
+        versions={"keras": keras.__version__, "python": platform.python_version(),
+                  **({"tensorflow": _tf_version()} if _tf_version() else {})},
+    )
+    card["model_id"] = f"{path.stem}-{card['sha256'][:12]}"
+    tmp_json = path.with_name(f".{path.stem}.{os.getpid()}.tmp.json")
+    tmp_json.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp_json, path.with_suffix(".json"))
+    return path
+
+
+def _tf_version() -> str | None:
+    try:
+        import tensorflow as tf  # noqa: PLC0415
+    except ImportError:
+        return None
+    return tf.__version__
+
+
+def load_model(path: Path | str | None = None) -> LoadedModel:
+    """Load and validate an artifact (default: the shipped FER2013 model).
+
+    Refuses, with a ModelError saying why, an artifact without its JSON card, whose file does not
+    match the card's checksum, or whose output size/input shape disagree with the card.
+    """
+    keras = import_keras()
+    path = Path(path) if path else DEFAULT_MODEL
+    if path.suffix != ".keras":
+        path = path.with_suffix(".keras")
+    card_path = path.with_suffix(".json")
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    if not card_path.is_file():
+        raise ModelError(f"{card_path}: metadata card missing; a batchemo model is a .keras file "
+                         "plus its .json card (written by `batchemo train`)")
+    try:
+        meta = json.loads(card_path.read_text())
+        classes = tuple(meta["classes"])
+        size = int(meta["input_size"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{card_path}: unreadable metadata ({e})") from None
+    if meta.get("sha256") and meta["sha256"] != file_digest(path):
+        raise ModelError(f"{path}: checksum does not match its card {card_path.name} "
+                         "(the .keras file was replaced or corrupted)")
+    try:
+        km = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # Keras raises many types for a bad zip/config
+        raise ModelError(f"{path}: cannot load model ({type(e).__name__}: {e})") from None
+    if tuple(km.input_shape[1:]) != (size, size, 1):
+        raise ModelError(f"{path}: input shape {km.input_shape[1:]} but card says {size}x{size}x1")
+    if km.output_shape[-1] != len(classes):
+        raise ModelError(f"{path}: {km.output_shape[-1]} outputs but card lists {len(classes)} "
+                         f"classes ({', '.join(classes)})")
+    model_id = meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
+    return LoadedModel(km, classes, size, model_id, path, meta)

@@ -1,0 +1,167 @@
+"""train(cfg): data → model → fit (resumable) → best checkpoint → evaluated artifact."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._tf import import_keras, import_tf
+from .config import TrainConfig, validate
+from .datasets import (
+    Split,
+    class_weights,
+    load_fer_csv,
+    load_folder,
+    stratified_split,
+)
+from .errors import DatasetError
+from .evaluate import score
+from .model import INPUT_SIZE, build, save_artifact
+
+log = logging.getLogger(__name__)
+
+
+def load_splits(cfg: TrainConfig, size: int) -> tuple[Split, Split, Split | None, str]:
+    """(train, val, test or None, how validation was chosen) following the data protocol."""
+    data = Path(cfg.data)
+    classes = tuple(cfg.classes) or None
+    if data.suffix.lower() == ".csv":
+        s = load_fer_csv(data, size, classes)
+        train = s["train"]
+        if "val" in s:
+            return train, s["val"], s.get("test"), "the CSV's PublicTest rows"
+        train, val = stratified_split(train, cfg.val_split, cfg.seed)
+        return train, val, s.get("test"), f"a stratified {cfg.val_split:.0%} of Training (seeded)"
+    root = data / "train" if (data / "train").is_dir() else data
+    train = load_folder(root, size, classes)
+    val_dir = cfg.val or (data / "val" if (data / "val").is_dir() else None)
+    test_dir = cfg.test or (data / "test" if (data / "test").is_dir() else None)
+    test = load_folder(test_dir, size, train.classes, cfg.test_only) if test_dir else None
+    if val_dir:
+        val = load_folder(val_dir, size, train.classes, cfg.val_only)
+        how = f"{val_dir}" + (f" ({cfg.val_only})" if cfg.val_only else "")
+    else:
+        train, val = stratified_split(train, cfg.val_split, cfg.seed)
+        how = f"a stratified {cfg.val_split:.0%} of the training data (seed {cfg.seed})"
+    return train, val, test, how
+
+
+def _dataset(tf, split: Split, batch: int, seed: int, shuffle: bool):
+    n = len(split.classes)
+    ds = tf.data.Dataset.from_tensor_slices((split.x, tf.one_hot(split.y, n)))
+    if shuffle:
+        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def _best_so_far(history: Path, key: str) -> float | None:
+    # ModelCheckpoint forgets its best value when a run resumes; recover it from the history CSV.
+    if not history.is_file():
+        return None
+    with open(history) as fh:
+        values = [float(r[key]) for r in csv.DictReader(fh) if r.get(key)]
+    return max(values) if values else None
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train, resume if interrupted, keep the best epoch on validation, write the artifact.
+
+    Returns the artifact's metadata card (including validation and test metrics).
+    """
+    validate(cfg)
+    if cfg.data is None:
+        raise DatasetError("no training data given (--data)")
+    tf, keras = import_tf(), import_keras()
+    size = INPUT_SIZE[cfg.arch]
+    train_s, val_s, test_s, val_how = load_splits(cfg, size)
+    log.info("train %d, val %d (%s), test %s", len(train_s), len(val_s), val_how,
+             len(test_s) if test_s else "none")
+
+    keras.utils.set_random_seed(cfg.seed)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(cfg.precision)
+    try:
+        return _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
+    work = cfg.resolved_work_dir()
+    work.mkdir(parents=True, exist_ok=True)
+    model = build(cfg.arch, len(train_s.classes))
+    steps = -(-len(train_s) // cfg.batch_size) * cfg.epochs
+    if cfg.arch == "seed":
+        optimizer = keras.optimizers.Adam(cfg.lr if cfg.lr != 0.1 else 1e-3)
+    else:
+        warmup = min(steps // 10, 2 * steps // cfg.epochs)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            cfg.lr / 10, steps - warmup, alpha=0.0, warmup_target=cfg.lr, warmup_steps=warmup)
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
+                                         weight_decay=cfg.weight_decay)
+    model.compile(optimizer,
+                  keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                  metrics=["accuracy"])
+
+    history = work / "history.csv"
+    best = work / "best.weights.h5"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(work / "backup")),
+        keras.callbacks.ModelCheckpoint(str(best), monitor="val_accuracy", mode="max",
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=_best_so_far(history,
+                                                                             "val_accuracy")),
+        keras.callbacks.CSVLogger(str(history), append=True),
+    ]
+    started = time.time()
+    model.fit(
+        _dataset(tf, train_s, cfg.batch_size, cfg.seed, shuffle=True),
+        validation_data=_dataset(tf, val_s, 512, cfg.seed, shuffle=False),
+        epochs=cfg.epochs,
+        class_weight=class_weights(train_s.y, len(train_s.classes)) if cfg.class_weighting
+        else None,
+        callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded)
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    if best.is_file():
+        model.load_weights(str(best))
+
+    val_metrics = score(model, val_s, tta=cfg.tta)
+    meta = {
+        "arch": cfg.arch,
+        "classes": list(train_s.classes),
+        "preprocessing": "grayscale face crop resized to input_size (INTER_AREA); /255 in-model",
+        "tta": cfg.tta,
+        "seed": cfg.seed,
+        "config": {k: (str(v) if isinstance(v, Path) else v)
+                   for k, v in dataclasses.asdict(cfg).items()},
+        "training_data": {"source": str(cfg.data), "n_train": len(train_s),
+                          "fingerprint": train_s.fingerprint(),
+                          "class_counts": np.bincount(train_s.y).tolist()},
+        "checkpoint_selection": f"best val_accuracy on {val_how}; never on the test split",
+        "validation": val_metrics,
+        "epochs_trained": _epochs_done(history),
+        "train_seconds_this_call": round(time.time() - started, 1),
+    }
+    if test_s is not None:
+        test = score(model, test_s, tta=cfg.tta)
+        test["split"] = str(cfg.test or Path(cfg.data) / "test") + (
+            f" ({cfg.test_only})" if cfg.test_only else "")
+        meta["test"] = test
+    path = save_artifact(model, Path(cfg.out), meta)
+    shutil.copyfile(history, path.with_suffix(".history.csv"))
+    meta["path"] = str(path)
+    return meta
+
+
+def _epochs_done(history: Path) -> int:
+    with open(history) as fh:
+        return sum(1 for _ in csv.DictReader(fh))
