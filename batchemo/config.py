@@ -134,3 +134,46 @@ def validate(cfg: Any) -> Any:
             if m.get("max") is not None and v > m["max"]:
                 raise ConfigError(f"{flag}: {v} is above the maximum {m['max']}")
     return cfg
+
+
+@dataclass
+class RunConfig:
+    input: list[Path] = opt([], "Input root: a directory (scanned recursively) or a file. Repeat "
+                            "for several roots.", short="-i", multiple=True)
+    out: Path = opt(Path("results.parquet"), "Faces table: .parquet or .csv (companion tables "
+                    "beside it as <stem>.<table>.<ext>), or a directory for a Parquet dataset.",
+                    short="-o")
+    include: list[str] = opt([], "Only files whose relative path matches this glob (repeatable).",
+                             multiple=True)
+    exclude: list[str] = opt([], "Skip files whose relative path matches this glob (repeatable).",
+                             multiple=True)
+    fps: float = opt(5.0, "Video frames sampled per second of video time; 0 = every frame.",
+                     min=0.0, max=1000.0)
+    detector: str = opt("blazeface", "Face detector (see README for measured recall and speed).",
+                        choices=("blazeface", "blazeface-full", "haar"))
+    min_face: int = opt(20, "Ignore faces narrower than this many pixels.", min=1, max=10000)
+    score_threshold: float = opt(0.5, "Minimum detector score for a face.", min=0.0, max=1.0)
+    model: Path | None = opt(None, "Model artifact (.keras with its .json card); default: the "
+                             "shipped FER2013 model.", short="-m")
+    batch_size: int = opt(64, "Faces per model call (crops from many frames and files).",
+                          min=1, max=4096)
+    tta: bool = opt(True, "Average each face with its mirror image (+accuracy, 2x model time); "
+                    "used only if the model's card enables it.")
+    workers: int = opt(-1, "Decode/detect worker processes; 0 = in the main process; -1 = auto "
+                       "(one per CPU core beyond the one running the model, at least 1).",
+                       min=-1, max=256)
+    engine: str = opt("local", "Execution engine: 'local' (this machine) or 'ray' (Ray Data).",
+                      choices=("local", "ray"))
+    ray_address: str | None = opt(None, "Ray cluster address for --engine ray (default: start a "
+                                  "local Ray).")
+    force: bool = opt(False, "Reprocess every file, and accept a model different from the one "
+                      "the output was made with.")
+    retry_errors: bool = opt(False, "Retry files that failed in an earlier run.")
+    prune_deleted: bool = opt(False, "Drop rows of files that no longer exist under their root "
+                              "(default: keep them, marked in the files table).")
+    wait: float = opt(0.0, "If another run holds the output's lock, wait up to this many seconds "
+                      "(0 = exit 3 at once).", min=0.0)
+    plots: Path | None = opt(None, "Write per-video timeline PNGs and a run chart to this folder.")
+    timeline_bin: float = opt(1.0, "Timeline bin width in seconds.", min=0.01)
+    quiet: bool = opt(False, "No progress bars or info logs (the closing summary line is kept).")
+    log_json: bool = opt(False, "Log machine-readable JSON lines on stderr.")

@@ -87,8 +87,11 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_artifact(model, path: Path, meta: dict) -> Path:
-    """Write `path` (.keras, float32, no optimizer state) and its JSON card, each atomically."""
+def save_artifact(model, path: Path, meta: dict) -> dict:
+    """Write `path` (.keras, float32, no optimizer state) and its JSON card, each atomically.
+
+    Returns the card (with `model_id`) plus `path`.
+    """
     keras = import_keras()
     path = Path(path).with_suffix(".keras")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +122,7 @@ def save_artifact(model, path: Path, meta: dict) -> Path:
     tmp_json = path.with_name(f".{path.stem}.{os.getpid()}.tmp.json")
     tmp_json.write_text(json.dumps(card, indent=2) + "\n")
     os.replace(tmp_json, path.with_suffix(".json"))
-    return path
+    return {**card, "path": str(path)}
 
 
 def _tf_version() -> str | None:

@@ -156,10 +156,9 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
         test["split"] = str(cfg.test or Path(cfg.data) / "test") + (
             f" ({cfg.test_only})" if cfg.test_only else "")
         meta["test"] = test
-    path = save_artifact(model, Path(cfg.out), meta)
-    shutil.copyfile(history, path.with_suffix(".history.csv"))
-    meta["path"] = str(path)
-    return meta
+    card = save_artifact(model, Path(cfg.out), meta)
+    shutil.copyfile(history, Path(card["path"]).with_suffix(".history.csv"))
+    return card
 
 
 def _epochs_done(history: Path) -> int:

@@ -1,0 +1,192 @@
+"""Click commands: options generated from the config dataclasses → library call → exit code."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import sys
+import types
+import typing
+from pathlib import Path
+
+import click
+
+from . import config as C
+from .errors import EXIT_FATAL, BatchemoError
+
+log = logging.getLogger("batchemo")
+
+
+def _base_type(hint) -> type:
+    """Path | None → Path, list[str] → str, int → int."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is list:
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _click_type(f: dataclasses.Field, base: type):
+    if f.metadata.get("choices"):
+        return click.Choice(f.metadata["choices"])
+    return click.Path(path_type=Path) if base is Path else base
+
+
+def config_options(cls: type, job: bool = True):
+    """Decorate a command with one option per config field (defaults None = 'not given')."""
+
+    hints = typing.get_type_hints(cls)
+
+    def decorate(fn):
+        for f in reversed(dataclasses.fields(cls)):
+            base = _base_type(hints[f.name])
+            name = "--" + f.name.replace("_", "-")
+            m = f.metadata
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            shown = f" [default: {_show(default)}]" if default not in (None, [], False) else ""
+            bounds = "".join(f" [{k}: {m[k]}]" for k in ("min", "max") if m.get(k) is not None
+                             and not m.get("choices"))
+            helptext = m["help"] + shown + bounds
+            decls = [name] + ([m["short"]] if m.get("short") else [])
+            if base is bool:
+                decls = [f"{name}/--no-{f.name.replace('_', '-')}"]
+                fn = click.option(*decls, f.name, default=None, help=helptext)(fn)
+            else:
+                fn = click.option(*decls, f.name, type=_click_type(f, base), default=None,
+                                  multiple=bool(m.get("multiple")), help=helptext)(fn)
+        if job:
+            fn = click.option("--job", type=click.Path(path_type=Path, dir_okay=False),
+                              help="TOML job file whose keys are this command's long option "
+                              "names (with _); flags given here override it.")(fn)
+        return fn
+
+    return decorate
+
+
+def _show(v) -> str:
+    return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
+def build_config(cls: type, job: Path | None, flags: dict):
+    """Defaults ← job file ← flags (only those actually given)."""
+    values = C.load_job_file(job, cls) if job else {}
+    for k, v in flags.items():
+        if v is None or (isinstance(v, tuple) and not v):
+            continue
+        if k == "classes" and isinstance(v, str):
+            v = [c.strip() for c in v.split(",") if c.strip()]
+        values[k] = list(v) if isinstance(v, tuple) else v
+    if isinstance(values.get("classes"), str):
+        values["classes"] = [c.strip() for c in values["classes"].split(",") if c.strip()]
+    return C.validate(cls(**values))
+
+
+def _setup_logging(quiet: bool = False, as_json: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if as_json:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                               "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+               "logger": record.name, "message": record.getMessage()}
+        out.update(getattr(record, "fields", {}))
+        return json.dumps(out, default=str)
+
+
+def _guard(fn):
+    """Turn library errors into a one-line message and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BatchemoError as e:
+            click.echo(f"batchemo: error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("batchemo: interrupted", err=True)
+            sys.exit(EXIT_FATAL)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="batchemo")
+def main() -> None:
+    """batchemo: per-face emotion tables from photo and video archives.
+
+    \b
+    batchemo run -i videos/ -o results.parquet      analyse an archive (incremental)
+    batchemo train -d fer2013/ -o my.keras          train a model
+    batchemo evaluate -d test/ --only 'PrivateTest_*'
+    batchemo timeline|summary|report results.parquet
+    """
+
+
+@main.command()
+@config_options(C.RunConfig)
+@_guard
+def run(job, **flags) -> None:
+    """Detect faces in images and sampled video frames and classify their emotion.
+
+    Writes the faces table to --out and its companions (frames, files, runs, summary, timeline,
+    segments) beside it. Re-running processes only new or changed files. Exit codes: 0 all good,
+    1 some files failed (see the files table), 2 the job could not be done, 3 output locked.
+    """
+    cfg = build_config(C.RunConfig, job, flags)
+    _setup_logging(cfg.quiet, cfg.log_json)
+    from .pipeline import run as run_pipeline
+
+    result = run_pipeline(cfg)
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@config_options(C.TrainConfig)
+@_guard
+def train(job, **flags) -> None:
+    """Train an emotion model and write the artifact (.keras + .json card).
+
+    Resumes automatically from --work-dir if a previous call with the same output was killed.
+    """
+    cfg = build_config(C.TrainConfig, job, flags)
+    _setup_logging()
+    from .train import train as train_model
+
+    meta = train_model(cfg)
+    line = f"wrote {meta['path']}: val accuracy {meta['validation']['accuracy']:.4f}"
+    if "test" in meta:
+        line += f", test accuracy {meta['test']['accuracy']:.4f} (macro-F1 " \
+                f"{meta['test']['macro_f1']:.4f})"
+    click.echo(line)
+
+
+@main.command()
+@config_options(C.EvaluateConfig, job=False)
+@_guard
+def evaluate(**flags) -> None:
+    """Score a model on a labelled folder-per-class tree (or FER2013 CSV) and write a report."""
+    cfg = build_config(C.EvaluateConfig, None, flags)
+    _setup_logging()
+    from .evaluate import evaluate as evaluate_model
+
+    r = evaluate_model(cfg)
+    click.echo(f"{r['n']} faces: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}")
+    for c, m in r["per_class"].items():
+        click.echo(f"  {c:<10} recall {m['recall']:.3f}  precision {m['precision']:.3f}  "
+                   f"n={m['support']}")
+    if cfg.out:
+        click.echo(f"report in {cfg.out}/")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+

@@ -1,0 +1,104 @@
+import cv2
+import numpy as np
+import pytest
+
+from batchemo.datasets import (
+    EMOTIONS,
+    canonical_label,
+    class_weights,
+    load_fer_csv,
+    load_folder,
+    stratified_split,
+)
+from batchemo.errors import DatasetError
+
+
+def write_tree(root, counts, size=48, seed=0, suffix=".png"):
+    rng = np.random.default_rng(seed)
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            cv2.imwrite(str(root / name / f"img_{i}{suffix}"),
+                        rng.integers(0, 256, (size, size), dtype=np.uint8))
+    return root
+
+
+def test_aliases_map_onto_canonical_labels():
+    assert [canonical_label(n) for n in ("Anger", "Happiness", "Sadness", "Fearful", "Surprised",
+                                         "Disgusted", "neutral")] == \
+        ["angry", "happy", "sad", "fear", "surprise", "disgust", "neutral"]
+    assert canonical_label("Contempt") == "contempt"  # unknown names stay
+
+
+def test_folder_tree_uses_canonical_order_and_aliases(tmp_path):
+    write_tree(tmp_path, {"Surprised": 2, "Anger": 3, "contempt": 1})
+    s = load_folder(tmp_path, 48)
+    assert s.classes == ("angry", "surprise", "contempt")
+    assert s.x.shape == (6, 48, 48, 1) and s.x.dtype == np.uint8
+    assert np.bincount(s.y).tolist() == [3, 2, 1]
+
+
+def test_classes_selects_a_subset_in_the_given_order(tmp_path):
+    write_tree(tmp_path, {"happy": 2, "sad": 3, "neutral": 4})
+    s = load_folder(tmp_path, 48, classes=("sad", "happy"))
+    assert s.classes == ("sad", "happy") and np.bincount(s.y).tolist() == [3, 2]
+    with pytest.raises(DatasetError, match="fear"):
+        load_folder(tmp_path, 48, classes=("fear",))
+
+
+def test_only_filters_by_file_name_and_images_are_resized(tmp_path):
+    write_tree(tmp_path, {"happy": 2}, size=96)
+    (tmp_path / "happy" / "img_0.png").rename(tmp_path / "happy" / "PrivateTest_0.png")
+    s = load_folder(tmp_path, 48, only="PrivateTest_*")
+    assert len(s) == 1 and s.x.shape[1:] == (48, 48, 1)
+
+
+def test_empty_class_folder_is_a_clear_error(tmp_path):
+    write_tree(tmp_path, {"happy": 2})
+    (tmp_path / "sad").mkdir()
+    with pytest.raises(DatasetError, match="sad hold no images"):
+        load_folder(tmp_path, 48)
+
+
+def test_unreadable_image_is_a_clear_error(tmp_path):
+    write_tree(tmp_path, {"happy": 1})
+    (tmp_path / "happy" / "broken.jpg").write_text("not an image")
+    with pytest.raises(DatasetError, match="broken.jpg: unreadable image"):
+        load_folder(tmp_path, 48)
+
+
+def _csv(path, rows):
+    path.write_text("emotion,pixels,Usage\n" + "".join(f"{e},{p},{u}\n" for e, p, u in rows))
+    return path
+
+
+def test_fer_csv_splits_by_usage(tmp_path):
+    px = " ".join(["7"] * 2304)
+    f = _csv(tmp_path / "fer.csv", [(3, px, "Training"), (0, px, "Training"),
+                                     (6, px, "PublicTest"), (1, px, "PrivateTest")])
+    s = load_fer_csv(f, 48)
+    assert {k: len(v) for k, v in s.items()} == {"train": 2, "val": 1, "test": 1}
+    assert [s["train"].classes[y] for y in s["train"].y] == ["happy", "angry"]
+    assert s["train"].classes == EMOTIONS and int(s["train"].x[0, 0, 0, 0]) == 7
+
+
+def test_fer_csv_with_wrong_pixel_count_names_the_line(tmp_path):
+    f = _csv(tmp_path / "fer.csv", [(3, " ".join(["1"] * 2304), "Training"),
+                                     (3, " ".join(["1"] * 100), "Training")])
+    with pytest.raises(DatasetError, match=r"fer.csv:3: 100 pixels, expected 2304"):
+        load_fer_csv(f, 48)
+
+
+def test_stratified_split_is_seeded_and_keeps_every_class(tmp_path):
+    write_tree(tmp_path, {"happy": 20, "disgust": 5})
+    s = load_folder(tmp_path, 48)
+    tr1, va1 = stratified_split(s, 0.2, seed=3)
+    tr2, va2 = stratified_split(s, 0.2, seed=3)
+    assert va1.names == va2.names and len(tr1) + len(va1) == 25
+    assert np.bincount(va1.y).tolist() == [1, 4]  # disgust 1 of 5, happy 4 of 20
+    assert not set(tr1.names) & set(va1.names)
+
+
+def test_class_weights_lift_rare_classes():
+    w = class_weights(np.array([0] * 90 + [1] * 10), 2)
+    assert w[1] == pytest.approx(np.sqrt(100 / 20)) and w[0] == pytest.approx(np.sqrt(100 / 180))

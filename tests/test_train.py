@@ -1,0 +1,126 @@
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from batchemo import TrainConfig, load_model, train
+from batchemo.errors import ModelError
+from batchemo.evaluate import predict_probs
+
+from test_datasets import write_tree
+
+
+def _faces_tree(root: Path, n=24, seed=0):
+    """Three learnable classes: bright top half, bright bottom half, uniform mid-grey."""
+    rng = np.random.default_rng(seed)
+    import cv2
+
+    for split, count in (("train", n), ("test", 6)):
+        for label in ("Happiness", "Sadness", "neutral"):
+            d = root / split / label
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                img = rng.integers(0, 60, (48, 48), dtype=np.uint8)
+                if label == "Happiness":
+                    img[:24] += 180
+                elif label == "Sadness":
+                    img[24:] += 180
+                else:
+                    img += 90
+                cv2.imwrite(str(d / f"PrivateTest_{i}.png" if split == "test" else d / f"{i}.png"),
+                            img)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = _faces_tree(tmp_path_factory.mktemp("data"))
+    out = tmp_path_factory.mktemp("model") / "tiny.keras"
+    cfg = TrainConfig(data=root, out=out, epochs=3, batch_size=16, lr=0.05,
+                      work_dir=tmp_path_factory.mktemp("work"), test_only="PrivateTest_*")
+    return cfg, train(cfg)
+
+
+def test_artifact_round_trip(trained):
+    cfg, meta = trained
+    m = load_model(cfg.out)
+    assert m.classes == ("happy", "neutral", "sad")  # aliases, canonical order
+    assert m.input_size == 48 and m.meta["arch"] == "default"
+    assert m.model_id == meta["model_id"] and m.model_id.startswith("tiny-")
+    card = json.loads(Path(cfg.out).with_suffix(".json").read_text())
+    for key in ("classes", "input_size", "preprocessing", "training_data", "seed", "validation",
+                "test", "checkpoint_selection", "versions"):
+        assert key in card
+    assert card["test"]["n"] == 18 and "never on the test split" in card["checkpoint_selection"]
+    # float32 inside the file whatever the training precision; no optimizer state
+    assert all(layer.dtype_policy.name == "float32" for layer in m.keras_model.layers)
+    assert getattr(m.keras_model, "optimizer", None) is None
+    history = list(csv.DictReader(open(Path(cfg.out).with_suffix(".history.csv"))))
+    assert [int(r["epoch"]) for r in history] == [0, 1, 2]
+
+
+def test_loaded_model_predicts_like_the_trained_one(trained):
+    cfg, meta = trained
+    m = load_model(cfg.out)
+    x = np.random.default_rng(1).integers(0, 256, (5, 48, 48, 1)).astype(np.uint8)
+    p = predict_probs(m, x)
+    assert p.shape == (5, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert np.allclose(m.predict(x.astype(np.float32)), p, atol=1e-6)
+
+
+def test_load_model_refuses_a_mismatched_card(trained, tmp_path):
+    cfg, _ = trained
+    shutil.copy(cfg.out, tmp_path / "m.keras")
+    card = json.loads(Path(cfg.out).with_suffix(".json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**card, "classes": ["a", "b"], "sha256": None}))
+    with pytest.raises(ModelError, match="3 outputs but card lists 2 classes"):
+        load_model(tmp_path / "m.keras")
+    (tmp_path / "m.json").write_text(json.dumps({**card, "sha256": "0" * 64}))
+    with pytest.raises(ModelError, match="checksum"):
+        load_model(tmp_path / "m.keras")
+    (tmp_path / "m.json").unlink()
+    with pytest.raises(ModelError, match="metadata card missing"):
+        load_model(tmp_path / "m.keras")
+
+
+def test_seed_architecture_on_six_class_subset(tmp_path):
+    root = write_tree(tmp_path / "d", {c: 6 for c in ("Anger", "Disgust", "Fear", "Happy",
+                                                      "Sadness", "Surprise", "neutral")})
+    meta = train(TrainConfig(data=root, out=tmp_path / "seed.keras", arch="seed", epochs=1,
+                             batch_size=8, work_dir=tmp_path / "w", tta=False,
+                             classes=["angry", "disgust", "fear", "happy", "sad", "surprise"]))
+    m = load_model(tmp_path / "seed.keras")
+    assert m.classes == ("angry", "disgust", "fear", "happy", "sad", "surprise")
+    assert m.input_size == 128 and meta["training_data"]["n_train"] + \
+        meta["validation"]["n"] == 36
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_at_its_last_epoch(tmp_path):
+    root = _faces_tree(tmp_path / "data", n=60)
+    work, out = tmp_path / "work", tmp_path / "m.keras"
+    cmd = [sys.executable, "-m", "batchemo", "train", "-d", str(root), "-o", str(out),
+           "--epochs", "6", "--batch-size", "8", "--work-dir", str(work), "--precision",
+           "float32"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = work / "history.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not history.is_file() or
+                                      len(history.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(history.read_text().splitlines()) - 1
+    assert 2 <= done_before < 6 and not out.exists()
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(history))]
+    assert epochs == list(range(6)), "resumed run repeats or skips epochs"
+    assert json.loads(out.with_suffix(".json").read_text())["epochs_trained"] == 6
