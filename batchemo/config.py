@@ -53,8 +53,9 @@ class TrainConfig:
     epochs: int = opt(45, "Training epochs (the cosine learning-rate schedule spans them all).",
                       min=1, max=10000)
     batch_size: int = opt(128, "Training batch size.", min=1, max=4096)
-    lr: float = opt(0.1, "Peak learning rate (SGD with Nesterov momentum; Adam for 'seed').",
-                    min=1e-6, max=10.0)
+    lr: float | None = opt(None, "Peak learning rate (default: 0.1 for 'default', SGD with "
+                           "Nesterov momentum and a cosine schedule; 0.001 for 'seed', Adam).",
+                           min=1e-6, max=10.0)
     weight_decay: float = opt(5e-3, "Decoupled weight decay (SGD).", min=0.0, max=1.0)
     label_smoothing: float = opt(0.1, "Label smoothing.", min=0.0, max=0.5)
     class_weighting: bool = opt(True, "Weight classes by inverse square-root frequency "
@@ -149,7 +150,9 @@ class RunConfig:
                              multiple=True)
     fps: float = opt(5.0, "Video frames sampled per second of video time; 0 = every frame.",
                      min=0.0, max=1000.0)
-    detector: str = opt("blazeface", "Face detector (see README for measured recall and speed).",
+    detector: str = opt("blazeface-full", "Face detector: blazeface-full (small and distant faces "
+                        "too), blazeface (close-up faces, fastest), haar (OpenCV 4). Measured "
+                        "recall and speed are in the README.",
                         choices=("blazeface", "blazeface-full", "haar"))
     min_face: int = opt(20, "Ignore faces narrower than this many pixels.", min=1, max=10000)
     score_threshold: float = opt(0.5, "Minimum detector score for a face.", min=0.0, max=1.0)

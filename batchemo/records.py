@@ -19,7 +19,7 @@ class MediaItem:
     """One entry found by the scan. `error` is set for entries that could not even be listed."""
 
     root: str  # the input root as the user gave it
-    source: str  # path relative to root, POSIX separators ('' when the root is the file itself)
+    source: str  # path relative to root, POSIX; the file name when the root is the file itself
     path: Path  # absolute path
     media_type: str  # IMAGE | VIDEO | OTHER, by content where the extension lies
     size: int = 0

@@ -1,0 +1,195 @@
+"""Per-file staged parts and the output tables rebuilt from them.
+
+Each finished file's faces and frames go to a part file at once (written atomically, then its
+ledger row is committed). The single-file outputs (`results.parquet`, `results.frames.parquet`, …)
+are rebuilt by streaming the parts at the end of a run, or at the start of the next run after a
+kill. In the directory form the parts *are* the dataset: `results/faces/part-<run>-<n>.parquet`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .ledger import Ledger
+from .records import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, MediaItem
+from .write import (
+    FILES_SCHEMA,
+    FRAMES_SCHEMA,
+    RUNS_SCHEMA,
+    OutputPaths,
+    faces_schema,
+    write_batches,
+    write_table,
+)
+
+log = logging.getLogger("batchemo")
+STAGED = ("faces", "frames")
+
+
+class Store:
+    """Staged parts of one output, keyed by the ledger's `part` column."""
+
+    def __init__(self, paths: OutputPaths, ledger: Ledger):
+        self.paths = paths
+        self.ledger = ledger
+        self.base = paths.out if paths.is_dataset else paths.state / "parts"
+        self._n = 0
+
+    def part_path(self, kind: str, part: str) -> Path:
+        return self.base / kind / f"{part}.parquet"
+
+    def recover(self) -> None:
+        """Delete parts no ledger row points at (a kill between part and commit), then rebuild
+        the single-file outputs if a killed run left them behind its committed files."""
+        live = {r["part"] for r in self.ledger.files().values() if r["part"]}
+        for kind in STAGED:
+            d = self.base / kind
+            for f in d.glob("*.parquet") if d.is_dir() else []:
+                if f.stem not in live:
+                    f.unlink(missing_ok=True)
+            for f in d.glob(".*.tmp") if d.is_dir() else []:
+                f.unlink(missing_ok=True)
+        classes = self.ledger.get_meta("classes")
+        if self.ledger.get_meta("dirty") and classes:
+            log.info("completing the outputs of an interrupted run")
+            self.rebuild(tuple(json.loads(classes)), None, None)
+
+    def commit_file(self, p, model, settings_id: str, run_id: str) -> str:
+        """Write a finished file's parts, commit its ledger row; returns its status."""
+        from .pipeline import face_rows_to_arrays
+
+        item: MediaItem = p.item
+        status = STATUS_OK if p.faces else STATUS_NO_FACE
+        if p.error and not p.frames:
+            status = STATUS_ERROR
+        prev = self.ledger.files().get(item.key)
+        part = None
+        if p.frames and status != STATUS_ERROR:
+            self._n += 1
+            part = f"part-{run_id}-{self._n:06d}"
+            a = face_rows_to_arrays(p)
+            faces = _faces_table(item, a, model, run_id)
+            write_table(faces, self.part_path("faces", part))
+            if item.media_type == "video":
+                fr = np.array([(f[0], f[1], f[2]) for f in p.frames], dtype=object)
+                frames = pa.table({
+                    "root": [item.root] * len(fr), "source": [item.source] * len(fr),
+                    "frame_index": fr[:, 0].astype(np.int64), "t_sec": fr[:, 1].astype(float),
+                    "n_faces": fr[:, 2].astype(np.int32)}, schema=FRAMES_SCHEMA)
+                write_table(frames, self.part_path("frames", part))
+        info = p.info or {}
+        self.ledger.commit_file({
+            "root": item.root, "source": item.source, "media_type": item.media_type,
+            "status": status, "error": p.error, "size": item.size, "mtime": item.mtime,
+            "fingerprint": p.fp or _fingerprint(item), "width": info.get("width"),
+            "height": info.get("height"), "fps": info.get("fps"),
+            "duration": info.get("duration"), "frames_sampled": len(p.frames),
+            "faces": len(p.faces), "decode_failures": info.get("decode_failures", 0),
+            "seconds": round(time.time() - p.started, 3), "present": True,
+            "model_id": model.model_id, "run_id": run_id, "settings_id": settings_id,
+            "part": part})
+        if prev and prev["part"] and prev["part"] != part:
+            self.drop_part(prev["part"])
+        return status
+
+    def forget(self, key: tuple[str, str], prev: dict, prune: bool) -> None:
+        """A file gone from its root: keep its rows (marked absent), or with `prune` drop them."""
+        if prune:
+            self.ledger.delete(key)
+            if prev.get("part"):
+                self.drop_part(prev["part"])
+        else:
+            self.ledger.mark_absent(key)
+        self.ledger.set_meta("dirty", "1")
+
+    def drop_part(self, part: str) -> None:
+        for kind in STAGED:
+            self.part_path(kind, part).unlink(missing_ok=True)
+
+    def _stream(self, kind: str, schema: pa.Schema, rows: list[dict]):
+        for r in rows:
+            f = self.part_path(kind, r["part"])
+            if r["part"] and f.is_file():
+                yield from pq.read_table(f).cast(schema).to_batches()
+
+    def rebuild(self, classes: tuple[str, ...], run_id: str | None, cfg) -> None:
+        """Rewrite the companion tables (and, single-file form, faces/frames) atomically."""
+        rows = sorted(self.ledger.files().values(), key=lambda r: (r["root"], r["source"]))
+        p, fmt = self.paths, self.paths.fmt
+        tag = run_id or f"recovered-{int(time.time())}"
+        if not p.is_dataset:
+            write_batches(faces_schema(classes), self._stream("faces", faces_schema(classes), rows),
+                          p.table("faces"), fmt)
+            write_batches(FRAMES_SCHEMA, self._stream("frames", FRAMES_SCHEMA, rows),
+                          p.table("frames"), fmt)
+        files = pa.Table.from_pylist([{c: r[c] for c in FILES_SCHEMA.names} for r in rows],
+                                     schema=FILES_SCHEMA)
+        self._write_small("files", files, tag)
+        runs = pa.Table.from_pylist(self.ledger.runs(), schema=RUNS_SCHEMA)
+        self._write_small("runs", runs, tag)
+        self.ledger.set_meta("dirty", None)
+
+    def _write_small(self, name: str, table: pa.Table, tag: str) -> None:
+        p = self.paths
+        if not p.is_dataset:
+            write_table(table, p.table(name), p.fmt)
+            return
+        d = p.table(name)
+        new = d / f"part-{tag}.parquet"
+        write_table(table, new)
+        for old in d.glob("part-*.parquet"):
+            if old != new:
+                old.unlink(missing_ok=True)
+
+
+def _fingerprint(item: MediaItem) -> str | None:
+    from .ledger import fingerprint
+
+    try:
+        return fingerprint(item.path, item.size)
+    except OSError:
+        return None
+
+
+def _faces_table(item: MediaItem, a: dict, model, run_id: str) -> pa.Table:
+    n = len(a["frame_index"])
+    probs = a["probs"].reshape(n, len(model.classes))
+    track = None
+    if item.media_type == "video" and n:
+        from .track import assign_tracks
+
+        track = assign_tracks(a["frame_index"], a["t_sec"], a["boxes"])
+    cols = {
+        "root": [item.root] * n, "source": [item.source] * n,
+        "media_type": [item.media_type] * n, "frame_index": a["frame_index"],
+        "t_sec": pa.array(a["t_sec"], pa.float64(), mask=np.isnan(a["t_sec"])),
+        "face_index": a["face_index"],
+        "track_id": pa.array(track if track is not None else [None] * n, pa.int64()),
+        "x": a["boxes"][:, 0], "y": a["boxes"][:, 1], "w": a["boxes"][:, 2],
+        "h": a["boxes"][:, 3], "det_score": a["det_score"],
+    }
+    for i, c in enumerate(model.classes):
+        cols[f"p_{c}"] = probs[:, i]
+    top = probs.argmax(1) if n else np.zeros(0, int)
+    cols["emotion"] = [model.classes[i] for i in top]
+    cols["confidence"] = probs.max(1) if n else np.zeros(0, np.float32)
+    cols["model_id"] = [model.model_id] * n
+    cols["run_id"] = [run_id] * n
+    return pa.table(cols, schema=faces_schema(model.classes))
+
+
+def commit_status(ledger: Ledger, item: MediaItem, status: str, error: str | None, run_id: str,
+                  model_id: str) -> None:
+    """Record a file that is not processed (scan error, not media) as its current state."""
+    ledger.commit_file({"root": item.root, "source": item.source, "media_type": item.media_type,
+                        "status": status, "error": error, "size": item.size,
+                        "mtime": item.mtime, "present": True, "run_id": run_id,
+                        "model_id": model_id, "faces": 0, "frames_sampled": 0,
+                        "decode_failures": 0})

@@ -1,0 +1,146 @@
+"""Output schemas (one pyarrow constant each), output paths, and atomic Parquet/CSV writing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .errors import OutputError
+
+SCHEMA_VERSION = "1"
+TABLES = ("faces", "frames", "files", "runs", "summary", "timeline", "segments")
+
+FACES_BEFORE_PROBS = pa.schema([
+    ("root", pa.string()), ("source", pa.string()), ("media_type", pa.string()),
+    ("frame_index", pa.int64()), ("t_sec", pa.float64()), ("face_index", pa.int32()),
+    ("track_id", pa.int64()), ("x", pa.int32()), ("y", pa.int32()), ("w", pa.int32()),
+    ("h", pa.int32()), ("det_score", pa.float32()),
+])
+FACES_AFTER_PROBS = pa.schema([
+    ("emotion", pa.string()), ("confidence", pa.float32()), ("model_id", pa.string()),
+    ("run_id", pa.string()),
+])
+FRAMES_SCHEMA = pa.schema([
+    ("root", pa.string()), ("source", pa.string()), ("frame_index", pa.int64()),
+    ("t_sec", pa.float64()), ("n_faces", pa.int32()),
+])
+FILES_SCHEMA = pa.schema([
+    ("root", pa.string()), ("source", pa.string()), ("media_type", pa.string()),
+    ("status", pa.string()), ("error", pa.string()), ("size", pa.int64()),
+    ("mtime", pa.float64()), ("fingerprint", pa.string()), ("width", pa.int32()),
+    ("height", pa.int32()), ("fps", pa.float64()), ("duration", pa.float64()),
+    ("frames_sampled", pa.int64()), ("faces", pa.int64()), ("decode_failures", pa.int64()),
+    ("seconds", pa.float64()), ("present", pa.bool_()), ("model_id", pa.string()),
+    ("run_id", pa.string()),
+])
+RUNS_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("started", pa.string()), ("finished", pa.string()),
+    ("files_new", pa.int64()), ("files_changed", pa.int64()), ("files_unchanged", pa.int64()),
+    ("files_failed", pa.int64()), ("files_skipped", pa.int64()), ("files_deleted", pa.int64()),
+    ("frames", pa.int64()), ("faces", pa.int64()), ("seconds", pa.float64()),
+    ("exit_code", pa.int32()), ("model_id", pa.string()), ("settings", pa.string()),
+])
+
+
+def faces_schema(classes: Iterable[str]) -> pa.Schema:
+    """The faces table for a model with these classes: one float32 `p_<class>` per class."""
+    probs = [pa.field(f"p_{c}", pa.float32()) for c in classes]
+    return pa.schema(list(FACES_BEFORE_PROBS) + probs + list(FACES_AFTER_PROBS))
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where each table and the state folder live, from the user's --out."""
+
+    out: Path
+    fmt: str  # "parquet" | "csv"
+    is_dataset: bool
+
+    @classmethod
+    def from_out(cls, out: Path | str) -> OutputPaths:
+        s = str(out)
+        p = Path(s)
+        suffix = p.suffix.lower()
+        if s.endswith(("/", os.sep)) or not suffix or p.is_dir():
+            return cls(p, "parquet", True)
+        if suffix not in (".parquet", ".csv"):
+            raise OutputError(f"--out {s}: use a .parquet or .csv file, or a directory")
+        return cls(p, suffix[1:], False)
+
+    def table(self, name: str) -> Path:
+        """Single-file form: results.parquet, results.frames.parquet, …; dataset: results/<name>/."""
+        if self.is_dataset:
+            return self.out / name
+        if name == "faces":
+            return self.out
+        return self.out.with_name(f"{self.out.stem}.{name}.{self.fmt}")
+
+    @property
+    def state(self) -> Path:
+        if self.is_dataset:
+            return self.out / "_batchemo"  # '_' prefix: Parquet readers ignore it
+        return self.out.with_name(f"{self.out.stem}.batchemo")
+
+
+def _metadata(schema: pa.Schema) -> pa.Schema:
+    return schema.with_metadata({**(schema.metadata or {}),
+                                 b"batchemo.schema_version": SCHEMA_VERSION.encode()})
+
+
+def _tmp_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_table(table: pa.Table, path: Path, fmt: str = "parquet") -> None:
+    """Write one table atomically (temp file in the same folder, fsync, rename)."""
+    write_batches(table.schema, table.to_batches(), path, fmt)
+
+
+def write_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch], path: Path,
+                  fmt: str = "parquet") -> int:
+    """Stream record batches into `path` atomically; memory holds one batch at a time."""
+    path = Path(path)
+    tmp = _tmp_for(path)
+    rows = 0
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "parquet":
+            with pq.ParquetWriter(tmp, _metadata(schema), compression="zstd") as w:
+                for b in batches:
+                    w.write_batch(b)
+                    rows += b.num_rows
+                if rows == 0:
+                    w.write_table(schema.empty_table())
+        else:
+            with pacsv.CSVWriter(tmp, schema) as w:
+                for b in batches:
+                    w.write_batch(b)
+                    rows += b.num_rows
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows
+
+
+def read_table(path: Path) -> pa.Table:
+    """Read a table written by batchemo (Parquet file, CSV file, or a dataset folder)."""
+    path = Path(path)
+    if path.is_dir():
+        import pyarrow.dataset as ds
+
+        return ds.dataset(path, format="parquet").to_table()
+    if path.suffix.lower() == ".csv":
+        return pacsv.read_csv(path)
+    return pq.read_table(path)

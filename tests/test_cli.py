@@ -1,0 +1,40 @@
+import dataclasses
+
+import pytest
+from click.testing import CliRunner
+
+from batchemo import config as C
+from batchemo.cli import build_config, main
+
+
+@pytest.mark.parametrize("command, cls", [("run", C.RunConfig), ("train", C.TrainConfig),
+                                          ("evaluate", C.EvaluateConfig)])
+def test_every_config_field_is_in_help(command, cls):
+    out = CliRunner().invoke(main, [command, "--help"], terminal_width=200).output
+    for f in dataclasses.fields(cls):
+        assert "--" + f.name.replace("_", "-") in out, f.name
+
+
+def test_flag_overrides_job_file_overrides_default(tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text('input = ["media"]\nfps = 2.0\nbatch_size = 32\n')
+    cfg = build_config(C.RunConfig, job, {"fps": 7.5, "batch_size": None})
+    assert cfg.fps == 7.5 and cfg.batch_size == 32 and cfg.min_face == 20
+    assert cfg.input == [tmp_path / "media"]  # relative to the job file, not the cwd
+
+
+def test_unknown_job_key_exits_2_naming_the_key(tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text('input = ["x"]\nfpss = 2\n')
+    r = CliRunner().invoke(main, ["run", "--job", str(job)])
+    assert r.exit_code == 2 and "fpss" in r.output
+
+
+def test_out_of_bounds_value_exits_2(tmp_path):
+    r = CliRunner().invoke(main, ["run", "-i", str(tmp_path), "--fps", "-1"])
+    assert r.exit_code == 2 and "--fps" in r.output
+
+
+def test_train_without_data_exits_2():
+    r = CliRunner().invoke(main, ["train"])
+    assert r.exit_code == 2 and "--data" in r.output

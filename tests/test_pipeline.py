@@ -1,0 +1,197 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from batchemo import RunConfig, run
+from batchemo.cli import main
+from batchemo.write import OutputPaths
+
+BIG = 64  # faces drawn this big are found by every BlazeFace model (tests/facedraw.py)
+
+
+def faces_at(n, t=0.0, size=BIG, w=320):
+    return [(20 + i * (size + 30) + int(10 * t), 40, size) for i in range(n)]
+
+
+def run_cfg(inputs, out, model, **kw):
+    return RunConfig(input=[str(p) for p in inputs], out=out, model=model, quiet=True,
+                     workers=kw.pop("workers", 0), **kw)
+
+
+def read(out, table="faces"):
+    return pq.read_table(OutputPaths.from_out(out).table(table)).to_pandas()
+
+
+def comparable(df):
+    drop = [c for c in ("run_id", "seconds", "model_id") if c in df]
+    return (df.drop(columns=drop).sort_values(["root", "source", "frame_index", "face_index"])
+            .reset_index(drop=True))
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+@pytest.mark.parametrize("n_faces", [0, 1, 3])
+@pytest.mark.parametrize("batch", [1, 64])
+def test_faces_found_and_rows_written(tmp_path, make_image, make_video, random_model, kind,
+                                      n_faces, batch):
+    if kind == "image":
+        make_image("in/a.png", size=(200, 480), faces=faces_at(n_faces, w=480))
+    else:
+        make_video("in/a.mp4", seconds=2, fps=10, size=(200, 480),
+                   faces_fn=lambda i, t: faces_at(n_faces, t, w=480))
+    out = tmp_path / "res.parquet"
+    res = run(run_cfg([tmp_path / "in"], out, random_model, batch_size=batch, fps=5))
+    faces, files = read(out), read(out, "files")
+    n_frames = 1 if kind == "image" else 10
+    assert res.exit_code == 0 and res.faces == n_faces * n_frames
+    assert len(faces) == n_faces * n_frames
+    assert files.status.tolist() == ["ok" if n_faces else "no_face"]
+    if n_faces:
+        p = faces[[c for c in faces if c.startswith("p_")]].to_numpy()
+        assert np.allclose(p.sum(1), 1, atol=1e-5)
+        assert (faces.emotion == [c[2:] for c in faces.filter(like="p_").idxmax(1)]).all()
+        assert sorted(faces.face_index.unique()) == list(range(n_faces))
+    if kind == "video":
+        frames = read(out, "frames")
+        assert len(frames) == 10 and (frames.n_faces == n_faces).all()
+        assert np.allclose(frames.t_sec, np.arange(10) * 0.2, atol=0.051)
+        if n_faces:
+            assert faces.track_id.nunique() == n_faces
+    else:
+        assert faces.t_sec.isna().all() and (faces.frame_index == 0).all()
+
+
+def test_probabilities_do_not_depend_on_batching_or_workers(tmp_path, make_image, make_video,
+                                                            random_model):
+    for i in range(3):
+        make_image(f"in/img{i}.jpg", size=(160, 400), faces=faces_at(i + 1, w=400))
+    make_video("in/clip.mp4", seconds=2, fps=10, size=(160, 400),
+               faces_fn=lambda i, t: faces_at(2, t, w=400))
+    a = run(run_cfg([tmp_path / "in"], tmp_path / "a.parquet", random_model, batch_size=1))
+    b = run(run_cfg([tmp_path / "in"], tmp_path / "b.parquet", random_model, batch_size=16,
+                    workers=2))
+    assert a.faces == b.faces > 0
+    fa, fb = comparable(read(tmp_path / "a.parquet")), comparable(read(tmp_path / "b.parquet"))
+    p = [c for c in fa if c.startswith("p_")]
+    pd.testing.assert_frame_equal(fa.drop(columns=p), fb.drop(columns=p))
+    assert np.abs(fa[p].to_numpy() - fb[p].to_numpy()).max() <= 1e-6
+
+
+def test_bad_inputs_become_status_rows_and_the_run_goes_on(
+        tmp_path, make_image, make_zero_byte, make_truncated_jpeg, make_text_as_jpg,
+        make_png_bomb, make_truncated_mp4, make_symlink_loop, random_model):
+    root = tmp_path / "in"
+    make_image("in/good dir é/ok 1.png", size=(160, 200), faces=faces_at(1))
+    make_zero_byte("in/empty.jpg")
+    make_truncated_jpeg("in/trunc.jpg")
+    make_text_as_jpg("in/text.jpg")
+    make_png_bomb("in/bomb.png")
+    make_truncated_mp4("in/trunc.mp4")
+    make_symlink_loop("in/loop")
+    (root / "notes.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nhello\n")
+    out = tmp_path / "res.parquet"
+    r = CliRunner().invoke(main, ["run", "-i", str(root), "-o", str(out), "--model",
+                                  str(random_model), "--workers", "0", "--quiet"])
+    assert r.exit_code == 1, r.output
+    files = read(out, "files").set_index("source")
+    assert files.loc["good dir é/ok 1.png", "status"] == "ok"
+    assert files.loc["notes.srt", "status"] == "skipped"
+    for bad in ("empty.jpg", "text.jpg", "bomb.png", "trunc.mp4"):
+        assert files.loc[bad, "status"] == "error" and files.loc[bad, "error"], bad
+    assert "0 bytes" in files.loc["empty.jpg", "error"]
+    assert "too large" in files.loc["bomb.png", "error"]
+    assert files.error.fillna("").str.contains("symlink loop").any()
+    assert files.loc["trunc.jpg", "status"] in ("ok", "no_face")  # decoded part is used
+    assert "1 files processed" not in r.output  # summary line counts every attempt
+
+
+def test_rerun_is_incremental_and_never_duplicates(tmp_path, make_image, random_model):
+    for i in range(3):
+        make_image(f"in/{i}.png", size=(160, 200), faces=faces_at(1))
+    out = tmp_path / "res.parquet"
+    cfg = run_cfg([tmp_path / "in"], out, random_model)
+    first = run(cfg)
+    assert first.files_new == 3 and len(read(out)) == 3
+    again = run(cfg)
+    assert again.files_new == again.files_changed == 0 and again.files_unchanged == 3
+    make_image("in/1.png", size=(160, 200), faces=faces_at(2))  # changed content
+    os.utime(tmp_path / "in/1.png", (1e9, 1e9))
+    (tmp_path / "in/2.png").unlink()
+    third = run(cfg)
+    assert third.files_changed == 1 and third.files_deleted == 1
+    faces = read(out)
+    assert faces.groupby("source").size().to_dict() == {"0.png": 1, "1.png": 2, "2.png": 1}
+    files = read(out, "files").set_index("source")
+    assert not files.loc["2.png", "present"] and files.loc["0.png", "present"]
+    run(run_cfg([tmp_path / "in"], out, random_model, prune_deleted=True))
+    assert sorted(read(out).source.unique()) == ["0.png", "1.png"]
+    assert len(read(out, "runs")) == 4
+
+
+def test_csv_and_directory_outputs(tmp_path, make_image, make_video, random_model):
+    make_image("in/a.png", size=(160, 200), faces=faces_at(1))
+    make_video("in/v.mp4", seconds=1, fps=10, size=(160, 200), faces_fn=lambda i, t: faces_at(1))
+    run(run_cfg([tmp_path / "in"], tmp_path / "r.csv", random_model))
+    assert pd.read_csv(tmp_path / "r.csv").shape[0] == 6
+    assert pd.read_csv(tmp_path / "r.frames.csv").shape[0] == 5
+    assert (tmp_path / "r.files.csv").is_file() and (tmp_path / "r.runs.csv").is_file()
+    out = tmp_path / "ds"
+    run(run_cfg([tmp_path / "in"], f"{out}/", random_model))
+    import pyarrow.dataset as ds
+
+    assert ds.dataset(out / "faces").count_rows() == 6
+    assert ds.dataset(out / "files").count_rows() == 2
+    meta = pq.read_schema(next((out / "faces").glob("part-*.parquet"))).metadata
+    assert meta[b"batchemo.schema_version"] == b"1"
+
+
+def test_second_run_on_a_locked_output_exits_3(tmp_path, make_image, random_model):
+    make_image("in/a.png", size=(80, 80))
+    out = tmp_path / "res.parquet"
+    state = OutputPaths.from_out(out).state
+    state.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl,sys,time; f=open(sys.argv[1],'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(60)"), str(state / "lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        r = CliRunner().invoke(main, ["run", "-i", str(tmp_path / "in"), "-o", str(out),
+                                      "--model", str(random_model), "--quiet"])
+        assert r.exit_code == 3 and "--wait" in r.output
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without unlocking: its stale lock no longer blocks anyone
+    r = CliRunner().invoke(main, ["run", "-i", str(tmp_path / "in"), "-o", str(out),
+                                  "--model", str(random_model), "--quiet", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+
+
+def test_a_different_model_is_refused_without_force(tmp_path, make_image, random_model):
+    from batchemo.datasets import EMOTIONS
+    from batchemo.model import build, save_artifact
+
+    make_image("in/a.png", size=(80, 80))
+    out = tmp_path / "res.parquet"
+    run(run_cfg([tmp_path / "in"], out, random_model))
+    other = tmp_path / "other.keras"
+    save_artifact(build("default", 7), other, {"arch": "default", "classes": list(EMOTIONS)})
+    r = CliRunner().invoke(main, ["run", "-i", str(tmp_path / "in"), "-o", str(out), "--model",
+                                  str(other), "--quiet", "--workers", "0"])
+    assert r.exit_code == 2 and "--force" in r.output
+    assert run(run_cfg([tmp_path / "in"], out, other, force=True)).files_changed == 1
+
+
+def test_unwritable_output_exits_2(tmp_path, make_image, random_model):
+    make_image("in/a.png", size=(80, 80))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = CliRunner().invoke(main, ["run", "-i", str(tmp_path / "in"), "-o",
+                                  str(blocker / "res.parquet"), "--model", str(random_model)])
+    assert r.exit_code == 2 and "cannot" in r.output
