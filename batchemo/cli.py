@@ -32,13 +32,15 @@ def _click_type(f: dataclasses.Field, base: type):
     return click.Path(path_type=Path) if base is Path else base
 
 
-def config_options(cls: type, job: bool = True):
+def config_options(cls: type, job: bool = True, skip: tuple[str, ...] = ()):
     """Decorate a command with one option per config field (defaults None = 'not given')."""
 
     hints = typing.get_type_hints(cls)
 
     def decorate(fn):
         for f in reversed(dataclasses.fields(cls)):
+            if f.name in skip:
+                continue
             base = _base_type(hints[f.name])
             name = "--" + f.name.replace("_", "-")
             m = f.metadata
@@ -185,6 +187,43 @@ def evaluate(**flags) -> None:
                    f"n={m['support']}")
     if cfg.out:
         click.echo(f"report in {cfg.out}/")
+
+
+@main.command()
+@click.argument("results", type=click.Path(path_type=Path, exists=True))
+@config_options(C.TimelineConfig, job=False, skip=("results",))
+@_guard
+def timeline(results, **flags) -> None:
+    """Per-video, per-track emotion timeline in time bins, from a run's RESULTS (faces table)."""
+    cfg = build_config(C.TimelineConfig, None, {**flags, "results": results})
+    from .results import make_timeline
+
+    click.echo(f"wrote {make_timeline(cfg)}")
+
+
+@main.command()
+@click.argument("results", type=click.Path(path_type=Path, exists=True))
+@config_options(C.SummaryConfig, job=False, skip=("results",))
+@_guard
+def summary(results, **flags) -> None:
+    """Print summary statistics (run, folder, file, track) of a run's RESULTS."""
+    cfg = build_config(C.SummaryConfig, None, {**flags, "results": results})
+    from .results import make_summary
+
+    _, text = make_summary(cfg)
+    click.echo(text)
+
+
+@main.command()
+@click.argument("results", type=click.Path(path_type=Path, exists=True))
+@config_options(C.ReportConfig, job=False, skip=("results",))
+@_guard
+def report(results, **flags) -> None:
+    """Write a self-contained HTML report (timelines, tracks, failed files) of a run's RESULTS."""
+    cfg = build_config(C.ReportConfig, None, {**flags, "results": results})
+    from .results import make_report
+
+    click.echo(f"wrote {make_report(cfg)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

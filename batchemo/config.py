@@ -180,3 +180,36 @@ class RunConfig:
     timeline_bin: float = opt(1.0, "Timeline bin width in seconds.", min=0.01)
     quiet: bool = opt(False, "No progress bars or info logs (the closing summary line is kept).")
     log_json: bool = opt(False, "Log machine-readable JSON lines on stderr.")
+
+
+@dataclass
+class TimelineConfig:
+    results: Path = opt(None, "The faces table written by `batchemo run` (its companions are "
+                        "found beside it).")
+    out: Path | None = opt(None, "Where to write the timeline (.parquet or .csv; default: "
+                           "<stem>.timeline.<ext> beside the results).", short="-o")
+    bin: float = opt(1.0, "Bin width in seconds.", min=0.01)
+    smoothing: str = opt("ema", "Smoothing of per-bin probabilities: ema (causal, exponential), "
+                         "median (centred rolling median) or none.",
+                         choices=("ema", "median", "none"))
+    window: float = opt(3.0, "Smoothing window in seconds.", min=0.0)
+    segments_out: Path | None = opt(None, "Also write the segments table (runs of one dominant "
+                                    "emotion per track) here.")
+    min_segment: float = opt(1.0, "Merge segments shorter than this many seconds into a "
+                             "neighbour.", min=0.0)
+
+
+@dataclass
+class SummaryConfig:
+    results: Path = opt(None, "The faces table written by `batchemo run`.")
+    out: Path | None = opt(None, "Also write the summary table here (.parquet or .csv).",
+                           short="-o")
+    level: list[str] = opt([], "Levels to print (repeatable): run, folder, file, track.",
+                           multiple=True)
+
+
+@dataclass
+class ReportConfig:
+    results: Path = opt(None, "The faces table written by `batchemo run`.")
+    out: Path = opt(Path("report.html"), "The self-contained HTML page to write.", short="-o")
+    title: str = opt("batchemo report", "Page title.")

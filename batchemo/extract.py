@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import queue
 from collections.abc import Iterator
 
 import numpy as np
@@ -54,8 +56,17 @@ def worker_main(tasks, results, det_args: dict, size: int, margin: float, fps: f
     from .detect import get_detector
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
+    parent = os.getppid()
     detector = get_detector(**det_args)
-    while (task := tasks.get()) is not None:
+    while True:
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # parent killed (-9): don't linger as an orphan
+                return
+            continue
+        if task is None:
+            return
         idx, item = task
         for msg in extract(item, fps, detector, size, margin, chunk_frames):
             results.put((idx, msg))

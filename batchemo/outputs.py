@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -132,9 +133,64 @@ class Store:
         files = pa.Table.from_pylist([{c: r[c] for c in FILES_SCHEMA.names} for r in rows],
                                      schema=FILES_SCHEMA)
         self._write_small("files", files, tag)
+        self._write_derived(classes, rows, files, tag, cfg)
         runs = pa.Table.from_pylist(self.ledger.runs(), schema=RUNS_SCHEMA)
         self._write_small("runs", runs, tag)
         self.ledger.set_meta("dirty", None)
+
+    def _write_derived(self, classes, rows, files: pa.Table, tag: str, cfg) -> None:
+        """timeline and segments per video (streamed file by file), summary, optional plots."""
+        from .summarize import SEGMENT_COLUMNS, summarize
+        from .timeline import segments, timeline, timeline_schema
+
+        bin_sec = cfg.timeline_bin if cfg else 1.0
+        tl_schema = timeline_schema(list(classes))
+        seg_frames: list[pd.DataFrame] = []
+
+        def timelines():
+            for r in rows:
+                if r["media_type"] != "video" or not r["part"]:
+                    continue
+                faces, frames = self._read_part("faces", r), self._read_part("frames", r)
+                if frames is None:
+                    continue
+                if faces is None:
+                    faces = faces_schema(classes).empty_table().to_pandas()
+                tl = timeline(faces, frames, bin_sec=bin_sec)
+                seg_frames.append(segments(tl))
+                yield pa.Table.from_pandas(tl, schema=tl_schema, preserve_index=False)\
+                    .to_batches()
+
+        self._write_stream("timeline", tl_schema,
+                           (b for batches in timelines() for b in batches), tag)
+        seg = pd.concat(seg_frames, ignore_index=True) if seg_frames else \
+            pd.DataFrame(columns=SEGMENT_COLUMNS)
+        self._write_small("segments", pa.Table.from_pandas(seg, preserve_index=False), tag)
+        faces_all = self._concat("faces", rows, faces_schema(classes))
+        frames_all = self._concat("frames", rows, FRAMES_SCHEMA)
+        summary = summarize(faces_all, files.to_pandas(), frames_all)
+        self._write_small("summary", pa.Table.from_pandas(summary, preserve_index=False), tag)
+        if cfg is not None and cfg.plots:
+            from .plots import write_plots
+
+            write_plots(faces_all, frames_all, Path(cfg.plots), files=files,
+                        bin_sec=bin_sec)
+
+    def _read_part(self, kind: str, row: dict) -> pd.DataFrame | None:
+        f = self.part_path(kind, row["part"])
+        return pq.read_table(f).to_pandas() if f.is_file() else None
+
+    def _concat(self, kind: str, rows: list[dict], schema: pa.Schema) -> pd.DataFrame:
+        # Summary rolls up folders and the run, so it reads every part (only rows kept as state).
+        return pa.Table.from_batches(list(self._stream(kind, schema, rows)), schema=schema)\
+            .to_pandas()
+
+    def _write_stream(self, name: str, schema: pa.Schema, batches, tag: str) -> None:
+        p = self.paths
+        if not p.is_dataset:
+            write_batches(schema, batches, p.table(name), p.fmt)
+            return
+        self._write_small(name, pa.Table.from_batches(list(batches), schema=schema), tag)
 
     def _write_small(self, name: str, table: pa.Table, tag: str) -> None:
         p = self.paths

@@ -98,12 +98,13 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     model = build(cfg.arch, len(train_s.classes))
     steps = -(-len(train_s) // cfg.batch_size) * cfg.epochs
+    lr = cfg.lr or 0.1
     if cfg.arch == "seed":
-        optimizer = keras.optimizers.Adam(cfg.lr if cfg.lr != 0.1 else 1e-3)
+        optimizer = keras.optimizers.Adam(cfg.lr or 1e-3)
     else:
         warmup = min(steps // 10, 2 * steps // cfg.epochs)
         schedule = keras.optimizers.schedules.CosineDecay(
-            cfg.lr / 10, steps - warmup, alpha=0.0, warmup_target=cfg.lr, warmup_steps=warmup)
+            lr / 10, steps - warmup, alpha=0.0, warmup_target=lr, warmup_steps=warmup)
         optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
                                          weight_decay=cfg.weight_decay)
     model.compile(optimizer,

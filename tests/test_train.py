@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_datasets import write_tree
 
 from batchemo import TrainConfig, load_model, train
 from batchemo.errors import ModelError
 from batchemo.evaluate import predict_probs
-
-from test_datasets import write_tree
 
 
 def _faces_tree(root: Path, n=24, seed=0):
