@@ -66,6 +66,8 @@ class TrainConfig:
     seed: int = opt(1337, "Random seed (weights, shuffling, augmentation, splits).")
     work_dir: Path | None = opt(None, "Checkpoints and backups, so a killed training resumes "
                                 "(default: ~/.cache/batchemo/train/<out name>).")
+    license: str = opt("", "Terms of the training data, recorded in the model card.")
+    limits: str = opt("", "Known limits of the model, recorded in the model card.")
     tta: bool = opt(True, "Score the final model with horizontal-flip test-time augmentation "
                     "(recorded in the card; `run` uses it too when the card says so).")
 

@@ -24,8 +24,10 @@ from .write import (
     FILES_SCHEMA,
     FRAMES_SCHEMA,
     RUNS_SCHEMA,
+    SEGMENTS_SCHEMA,
     OutputPaths,
     faces_schema,
+    summary_schema,
     write_batches,
     write_table,
 )
@@ -165,11 +167,13 @@ class Store:
                            (b for batches in timelines() for b in batches), tag)
         seg = pd.concat(seg_frames, ignore_index=True) if seg_frames else \
             pd.DataFrame(columns=SEGMENT_COLUMNS)
-        self._write_small("segments", pa.Table.from_pandas(seg, preserve_index=False), tag)
+        self._write_small("segments", pa.Table.from_pandas(seg, schema=SEGMENTS_SCHEMA,
+                                                           preserve_index=False), tag)
         faces_all = self._concat("faces", rows, faces_schema(classes))
         frames_all = self._concat("frames", rows, FRAMES_SCHEMA)
         summary = summarize(faces_all, files.to_pandas(), frames_all)
-        self._write_small("summary", pa.Table.from_pandas(summary, preserve_index=False), tag)
+        self._write_small("summary", pa.Table.from_pandas(
+            summary, schema=summary_schema(classes), preserve_index=False), tag)
         if cfg is not None and cfg.plots:
             from .plots import write_plots
 

@@ -148,6 +148,8 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
                           "fingerprint": train_s.fingerprint(),
                           "class_counts": np.bincount(train_s.y).tolist()},
         "checkpoint_selection": f"best val_accuracy on {val_how}; never on the test split",
+        "license": cfg.license,
+        "limits": cfg.limits,
         "validation": val_metrics,
         "epochs_trained": _epochs_done(history),
         "train_seconds_this_call": round(time.time() - started, 1),

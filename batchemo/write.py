@@ -47,6 +47,25 @@ RUNS_SCHEMA = pa.schema([
     ("exit_code", pa.int32()), ("model_id", pa.string()), ("settings", pa.string()),
 ])
 
+SEGMENTS_SCHEMA = pa.schema([
+    ("root", pa.string()), ("source", pa.string()), ("track_id", pa.int64()),
+    ("emotion", pa.string()), ("start_sec", pa.float64()), ("end_sec", pa.float64()),
+    ("duration_sec", pa.float64()), ("mean_confidence", pa.float64()), ("n_faces", pa.int64()),
+])
+
+
+def summary_schema(classes: Iterable[str]) -> pa.Schema:
+    """The summary table: one row per run, top-level folder, file and track (`level`)."""
+    classes = list(classes)
+    return pa.schema(
+        [("level", pa.string()), ("root", pa.string()), ("folder", pa.string()),
+         ("source", pa.string()), ("track_id", pa.int64()), ("media_type", pa.string()),
+         ("n_files", pa.int64()), ("faces", pa.int64()), ("seconds_on_screen", pa.float64())]
+        + [(f"p_{c}", pa.float64()) for c in classes]
+        + [(f"share_{c}", pa.float64()) for c in classes]
+        + [("dominant", pa.string()), ("mean_confidence", pa.float64()),
+           ("valence", pa.float64())])
+
 
 def faces_schema(classes: Iterable[str]) -> pa.Schema:
     """The faces table for a model with these classes: one float32 `p_<class>` per class."""

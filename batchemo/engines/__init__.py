@@ -1,0 +1,1 @@
+"""Alternative execution engines for `run` (imported lazily; each is an optional extra)."""

@@ -1,0 +1,330 @@
+"""`--engine ray`: the local engine's stage functions on Ray Data.
+
+Only the processing step is Ray's. Lock, ledger, plan, per-file commits, rebuild and exit codes are
+the local engine's: `process` has the signature of `pipeline._process` and is called in its place.
+
+    files to do ─▶ _DetectCrop actors: extract() = decode → detect → crop, one file per call
+                ─▶ _Infer actor: holds the model; fixed-size padded batches, as infer.Batcher
+                ─▶ the driver gathers rows per file ─▶ Store.commit_file, as the local engine
+
+Rows between the stages are flat: one per face crop, one per sampled frame without a face, and a
+closing row per file that says how many rows the file sent. Ray Data may reorder rows, so a file
+is complete when its closing row and all its rows have arrived, whatever their order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import ConfigError, OutputError
+from ..extract import extract
+from ..records import STATUS_ERROR, FaceBox
+
+log = logging.getLogger("batchemo")
+
+INSTALL = 'pip install "batchemo[ray]"'
+FACE, EMPTY, DONE = 0, 1, 2  # row kinds
+# Fractional CPUs: on 2 cores, actors each reserving a whole CPU left Ray Data's own tasks none
+# and the pipeline deadlocked. Detection and inference each still use a core when they run.
+DETECT_CPUS = 0.5
+INFER_CPUS = 0.5
+MAX_BLOCKS = 4096  # input blocks (one file each up to this): small blocks balance videos vs images
+
+
+def require_ray():
+    """Import Ray (Data), or say how to install it (ConfigError, exit 2)."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"--engine ray needs Ray, which is not installed ({e}); install it "
+                          f"with: {INSTALL}") from None
+    return ray
+
+
+def process(cfg, todo, model, batcher, store, sid, run_id, result) -> None:
+    """`pipeline._process` on Ray: the same files in, the same per-file commits and counters out.
+
+    `batcher` gives the batch size and test-time augmentation; the model runs in the actor.
+    """
+    ray = require_ray()
+    if not todo:  # an incremental run with nothing new does not pay Ray's start-up
+        return
+    with _ray_session(ray, cfg), _ray_data_quiet(ray):
+        ds = _dataset(ray, cfg, todo, model, batcher)
+        _collect(ds, cfg, todo, model, store, sid, run_id, result)
+
+
+# -- the stages (run in Ray actors) ------------------------------------------------------------
+
+
+class _DetectCrop:
+    """Actor: one detector; extract() for each file of a batch, rows streamed per chunk."""
+
+    def __init__(self, det_args: dict, size: int, margin: float, fps: float, chunk_frames: int):
+        from ..detect import get_detector
+
+        self.detector = get_detector(**det_args)
+        self.size, self.margin, self.fps, self.chunk_frames = size, margin, fps, chunk_frames
+
+    def __call__(self, batch: dict[str, np.ndarray]):
+        for idx, blob in zip(batch["idx"], batch["item"], strict=True):
+            yield from self._file(int(idx), pickle.loads(blob))
+
+    def _file(self, idx: int, item):
+        started, sent = time.perf_counter(), 0
+        for kind, payload in extract(item, self.fps, self.detector, self.size, self.margin,
+                                     self.chunk_frames):
+            if kind == "chunk":
+                rows = _chunk_rows(idx, payload, self.size)
+                sent += len(rows["idx"])
+                yield rows
+            else:
+                info, error = payload
+                meta = {"info": info, "error": error, "seconds": time.perf_counter() - started}
+                yield _rows(idx, self.size, [DONE], [0], [np.nan], [-1], [(0, 0, 0, 0)], [0.0],
+                            [None], n_rows=sent, meta=json.dumps(meta))
+
+
+class _Infer:
+    """Actor: holds the model; each batch of rows is one padded model call (infer.Batcher)."""
+
+    def __init__(self, artifact: dict[str, bytes], keras_name: str, batch_size: int, tta: bool,
+                 model_id: str):
+        from ..infer import Batcher
+        from ..model import load_model
+
+        # The driver ships the artifact's bytes: workers need no access to the model's path.
+        with tempfile.TemporaryDirectory(prefix="batchemo-model-") as d:
+            for name, data in artifact.items():
+                (Path(d) / name).write_bytes(data)
+            model = load_model(Path(d) / keras_name)
+        if model.model_id != model_id:
+            raise RuntimeError(f"the Ray worker loaded model {model.model_id}, not {model_id}")
+        self.batcher = Batcher(model, batch_size, tta)
+        self.n_classes = len(model.classes)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        kind, pixels = batch["kind"], batch["pixels"]
+        probs = np.zeros((len(kind), self.n_classes), np.float32)
+        for j in np.flatnonzero(kind == FACE):
+            for k, p in self.batcher.add(int(j), pixels[j]):
+                probs[k] = p
+        for k, p in self.batcher.flush():
+            probs[k] = p
+        out = {k: v for k, v in batch.items() if k != "pixels"}  # crops stay on the workers
+        out["probs"] = probs
+        return out
+
+
+def _chunk_rows(idx: int, chunk: list, size: int) -> dict[str, np.ndarray]:
+    """One extract() chunk → rows: a FACE row per crop, an EMPTY row per frame without faces."""
+    kinds, fis, ts, fidx, boxes, scores, crops = [], [], [], [], [], [], []
+    for frame_index, t_sec, frame_boxes, frame_crops in chunk:
+        t = np.nan if t_sec is None else t_sec
+        if not frame_boxes:
+            kinds.append(EMPTY), fis.append(frame_index), ts.append(t), fidx.append(-1)
+            boxes.append((0, 0, 0, 0)), scores.append(0.0), crops.append(None)
+        for face_index, (b, px) in enumerate(zip(frame_boxes, frame_crops, strict=True)):
+            kinds.append(FACE), fis.append(frame_index), ts.append(t), fidx.append(face_index)
+            boxes.append((b.x, b.y, b.w, b.h)), scores.append(b.score), crops.append(px)
+    return _rows(idx, size, kinds, fis, ts, fidx, boxes, scores, crops)
+
+
+def _rows(idx, size, kinds, fis, ts, fidx, boxes, scores, crops, n_rows=0, meta=""):
+    n = len(kinds)
+    pixels = np.zeros((n, size, size, 1), np.uint8)
+    for i, px in enumerate(crops):
+        if px is not None:
+            pixels[i] = px
+    return {"idx": np.full(n, idx, np.int64), "kind": np.array(kinds, np.int8),
+            "frame_index": np.array(fis, np.int64), "t_sec": np.array(ts, np.float64),
+            "face_index": np.array(fidx, np.int32),
+            "box": np.array(boxes, np.int64).reshape(n, 4),
+            "score": np.array(scores, np.float64), "pixels": pixels,
+            "n_rows": np.full(n, n_rows, np.int64), "meta": np.array([meta] * n, dtype=object)}
+
+
+# -- the driver --------------------------------------------------------------------------------
+
+
+def _dataset(ray, cfg, todo, model, batcher):
+    from ray.data import ActorPoolStrategy
+
+    from ..pipeline import CHUNK_FRAMES, crop_margin
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    n_detect = cfg.workers if cfg.workers > 0 else max(1, cpus - 1)
+    n_detect = min(n_detect, len(todo))
+    log.info("Ray: %d CPUs, %d detect actors, 1 model actor", cpus, n_detect)
+    det_args = {"name": cfg.detector, "min_face": cfg.min_face,
+                "score_threshold": cfg.score_threshold}
+    # MediaItems travel pickled: paths need not be valid UTF-8 (Arrow strings must be).
+    items = [{"idx": i, "item": pickle.dumps(item)} for i, (item, _) in enumerate(todo)]
+    path = Path(model.path)
+    artifact = {path.name: path.read_bytes(),
+                path.with_suffix(".json").name: path.with_suffix(".json").read_bytes()}
+    return (ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
+            .map_batches(_DetectCrop, batch_size=1, batch_format="numpy",
+                         compute=ActorPoolStrategy(size=n_detect), num_cpus=DETECT_CPUS,
+                         fn_constructor_kwargs={"det_args": det_args, "size": model.input_size,
+                                                "margin": crop_margin(cfg), "fps": cfg.fps,
+                                                "chunk_frames": CHUNK_FRAMES})
+            .map_batches(_Infer, batch_size=batcher.batch_size, batch_format="numpy",
+                         compute=ActorPoolStrategy(size=1), num_cpus=INFER_CPUS,
+                         fn_constructor_kwargs={"artifact": artifact, "keras_name": path.name,
+                                                "batch_size": batcher.batch_size,
+                                                "tta": batcher.tta,
+                                                "model_id": model.model_id}))
+
+
+def _collect(ds, cfg, todo, model, store, sid, run_id, result) -> None:
+    """Gather rows per file; commit each file as soon as all of its rows are in."""
+    from ..pipeline import _Pending
+
+    quiet = cfg.quiet or not sys.stderr.isatty()
+    bar = tqdm(total=len(todo), unit="file", disable=quiet, desc="files")
+    pending: dict[int, _Pending] = {}
+    batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy"))
+    try:
+        for b in batches:
+            for r in range(len(b["idx"])):
+                idx = int(b["idx"][r])
+                p = pending.get(idx)
+                if p is None:
+                    item, fp = todo[idx]
+                    p = pending[idx] = _Pending(item, fp, time.time())
+                kind = b["kind"][r]
+                fi, t = int(b["frame_index"][r]), float(b["t_sec"][r])
+                t = None if np.isnan(t) else t
+                if kind == FACE:
+                    x, y, w, h = (int(v) for v in b["box"][r])
+                    p.faces.append([fi, t, int(b["face_index"][r]),
+                                    FaceBox(x, y, w, h, float(b["score"][r])),
+                                    b["probs"][r].copy()])
+                elif kind == EMPTY:
+                    p.frames.append((fi, t, 0))
+                else:
+                    meta = json.loads(b["meta"][r])
+                    p.info, p.error, p.done = meta["info"], meta["error"], True
+                    p.started = time.time() - meta["seconds"]
+                    p.outstanding += int(b["n_rows"][r])
+                p.outstanding -= int(kind != DONE)
+                if p.done and p.outstanding == 0:
+                    _commit(pending.pop(idx), model, store, sid, run_id, result)
+                    bar.update(1)
+    finally:
+        close = getattr(batches, "close", None)
+        if close:  # stops Ray Data's executor at once when the run is interrupted
+            close()
+        bar.close()
+    if pending:
+        raise RuntimeError(f"Ray engine: {len(pending)} file(s) did not complete")
+
+
+def _commit(p, model, store, sid, run_id, result) -> None:
+    """Put rows in the local engine's order (frame, face), derive frames, commit the file."""
+    p.faces.sort(key=lambda f: (f[0], f[2]))
+    frames = {fi: (fi, t, 0) for fi, t, _ in p.frames}
+    t_of = {f[0]: f[1] for f in p.faces}
+    frames.update((fi, (fi, t_of[fi], n)) for fi, n in Counter(f[0] for f in p.faces).items())
+    p.frames = [frames[k] for k in sorted(frames)]
+    status = store.commit_file(p, model, sid, run_id)
+    result.faces += len(p.faces)
+    result.frames += len(p.frames)
+    result.files_failed += status == STATUS_ERROR
+
+
+@contextlib.contextmanager
+def _ray_session(ray, cfg):
+    """Connect to cfg.ray_address, or start a private local Ray; leave a caller's Ray alone."""
+    if ray.is_initialized():  # the caller's Ray (tests, a notebook): use it, leave it running
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it; pipeline's must stay
+    kwargs = {"include_dashboard": False, "log_to_driver": not cfg.quiet,
+              "logging_level": logging.WARNING}
+    temp = None
+    if cfg.ray_address:
+        address = cfg.ray_address
+    else:
+        address = "local"  # a new instance, never a cluster someone started on this machine
+        # Ray leaves a session folder per start; under cron they pile up in /tmp/ray.
+        temp = kwargs["_temp_dir"] = tempfile.mkdtemp(prefix="batchemo-ray-")
+        # Ray's default for a new local cluster anyway; set, it is not warned about every run.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    try:
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as e:
+            hint = ""
+            if cfg.ray_address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                hint = ("; a cluster started with `ray start` uses token authentication: set "
+                        "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token) as on "
+                        "the head node")
+            raise OutputError(f"cannot start or reach Ray at {address}: "
+                              f"{type(e).__name__}: {e}{hint}") from None
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+    finally:
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _ray_data_quiet(ray):
+    """Our files bar replaces Ray Data's progress bars and its per-dataset console log lines."""
+    ctx = ray.data.DataContext.get_current()
+    bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False
+    console = [h for h in logging.getLogger("ray.data").handlers if h.get_name() == "console"]
+    levels = [h.level for h in console]
+    for h in console:
+        h.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars = bars
+        for h, level in zip(console, levels, strict=True):
+            h.setLevel(level)
+
+
+def run_ray(cfg):
+    """Today's `pipeline.run` hands `--engine ray` here; once pipeline passes `process` itself
+    (see the engine's notes), this goes. The shared path, with `process` as the processing step."""
+    require_ray()
+    from .. import pipeline
+    from ..ledger import Ledger, OutputLock
+    from ..write import OutputPaths
+
+    paths = OutputPaths.from_out(cfg.out)
+    try:
+        paths.state.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {paths.state}: {e.strerror or e}") from None
+    with OutputLock(paths.state, cfg.wait):
+        ledger = Ledger(paths.state)
+        local, pipeline._process = pipeline._process, process  # _run_locked calls _process
+        try:
+            return pipeline._run_locked(cfg, paths, ledger)
+        finally:
+            pipeline._process = local
+            ledger.close()

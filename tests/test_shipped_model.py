@@ -1,0 +1,39 @@
+"""The model inside the package: its card, its size, and the accuracy the README states."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import SHARED, needs_shared
+
+from batchemo import EvaluateConfig, evaluate, load_model
+from batchemo.model import DEFAULT_MODEL
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def stated_accuracy() -> float:
+    return float(re.search(r"PrivateTest accuracy \*\*(\d+\.\d+) %\*\*", README).group(1))
+
+
+def test_shipped_artifact_is_valid_and_self_describing():
+    m = load_model()
+    card = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert m.classes == ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+    assert m.input_size == 48 and DEFAULT_MODEL.stat().st_size <= 16 * 2**20
+    assert all(layer.dtype_policy.name == "float32" for layer in m.keras_model.layers)
+    assert "PublicTest" in card["checkpoint_selection"]
+    assert "PrivateTest" in card["test"]["split"] and card["test"]["n"] == 3589
+    assert round(card["test"]["accuracy"] * 100, 2) == stated_accuracy()
+    assert set(card["test"]["per_class"]) == set(m.classes)
+    assert "research" in card["license"].lower() and card["limits"]
+
+
+@needs_shared
+@pytest.mark.slow
+def test_shipped_model_scores_the_stated_accuracy_on_private_test():
+    r = evaluate(EvaluateConfig(data=SHARED / "data" / "fer2013" / "test",
+                                only="PrivateTest_*"))
+    assert r["n"] == 3589
+    assert round(r["accuracy"] * 100, 2) == stated_accuracy()
