@@ -176,7 +176,11 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger) -> RunResult
                     "model_id": model.model_id,
                     "settings": {k: v for k, v in dataclasses.asdict(cfg).items()}})
     store.rebuild(model.classes, run_id, cfg)
-    print(result.summary_line(), file=sys.stderr)
+    if cfg.log_json:  # one machine-readable closing record instead of the human line
+        print(json.dumps({"event": "run_finished", **dataclasses.asdict(result)}, default=str),
+              file=sys.stderr)
+    else:
+        print(result.summary_line(), file=sys.stderr)
     return result
 
 

@@ -195,3 +195,16 @@ def test_unwritable_output_exits_2(tmp_path, make_image, random_model):
     r = CliRunner().invoke(main, ["run", "-i", str(tmp_path / "in"), "-o",
                                   str(blocker / "res.parquet"), "--model", str(random_model)])
     assert r.exit_code == 2 and "cannot" in r.output
+
+
+def test_log_json_writes_only_json_lines(tmp_path, make_image, random_model):
+    import json
+
+    make_image("in/a.png", size=(160, 200), faces=faces_at(1))
+    r = CliRunner().invoke(main, ["run", "-i", str(tmp_path / "in"), "-o",
+                                  str(tmp_path / "r.parquet"), "--model", str(random_model),
+                                  "--workers", "0", "--log-json"])
+    assert r.exit_code == 0
+    records = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
+    assert records[-1]["event"] == "run_finished" and records[-1]["faces"] == 1
+    assert all("message" in rec or "event" in rec for rec in records)
