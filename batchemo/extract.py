@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import queue
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -28,7 +29,7 @@ def extract(item: MediaItem, fps: float, detector, size: int, margin: float,
     info = MediaInfo()
     chunk, error = [], None
     try:
-        for frame in iter_frames(item, fps, info):
+        for frame in prefetched(iter_frames(item, fps, info)):
             boxes = detector.detect(frame.image)
             crops = np.stack([face_crop(frame.image, b, size, margin) for b in boxes]) if boxes else \
                 np.zeros((0, size, size, 1), np.uint8)
@@ -46,6 +47,48 @@ def extract(item: MediaItem, fps: float, detector, size: int, margin: float,
     if chunk:
         yield "chunk", chunk
     yield "done", (dataclasses.asdict(info), error)
+
+
+def prefetched(frames: Iterator, depth: int = 4) -> Iterator:
+    """Run `frames` on a thread, `depth` items ahead, so decoding overlaps detection.
+
+    OpenCV's decoder and LiteRT both release the GIL. The thread is always joined and its
+    exception re-raised here; memory holds at most `depth` frames.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for f in frames:
+                while not stop.is_set():
+                    try:
+                        q.put(f, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put(e)
+
+    t = threading.Thread(target=produce, name="batchemo-decode", daemon=True)
+    t.start()
+    try:
+        while (f := q.get()) is not done:
+            if isinstance(f, BaseException):
+                raise f
+            yield f
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.05)
+        t.join()
 
 
 def worker_main(tasks, results, det_args: dict, size: int, margin: float, fps: float,

@@ -269,11 +269,9 @@ def _process(cfg, todo, model, batcher, store, sid, run_id, result) -> None:
                     p.outstanding += 1
                     on_probs(batcher.add((idx, len(p.faces) - 1), pixels))
             frames_bar.update(len(payload))
-        else:  # ("done", (info, error))
+        else:  # ("done", (info, error)); its faces may still wait for a full batch
             p.info, p.error = payload
             p.done = True
-            if p.outstanding:
-                on_probs(batcher.flush())  # this file is complete: don't make it wait
             finish_ready()
 
     try:
@@ -288,6 +286,8 @@ def _process(cfg, todo, model, batcher, store, sid, run_id, result) -> None:
                     handle(idx, msg)
         else:
             _run_workers(cfg, todo, n_workers, det_args, model.input_size, pending, handle)
+        on_probs(batcher.flush())  # the last, partial batch
+        finish_ready()
     finally:
         bar.close()
         frames_bar.close()

@@ -25,13 +25,14 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import ConfigError, OutputError
+from ..errors import BatchemoError, ConfigError, OutputError
 from ..extract import extract
 from ..records import STATUS_ERROR, FaceBox
 
@@ -67,7 +68,13 @@ def process(cfg, todo, model, batcher, store, sid, run_id, result) -> None:
         return
     with _ray_session(ray, cfg), _ray_data_quiet(ray):
         ds = _dataset(ray, cfg, todo, model, batcher)
-        _collect(ds, cfg, todo, model, store, sid, run_id, result)
+        try:
+            _collect(ds, cfg, todo, model, store, sid, run_id, result)
+        except ray.exceptions.RayError as e:
+            # Files committed so far are kept; the next run rebuilds the outputs and does the rest.
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise BatchemoError(f"the Ray engine failed ({type(e).__name__}: {first}); files "
+                                "finished before are kept, the next run does the rest") from e
 
 
 # -- the stages (run in Ray actors) ------------------------------------------------------------
@@ -168,10 +175,15 @@ def _dataset(ray, cfg, todo, model, batcher):
 
     from ..pipeline import CHUNK_FRAMES, crop_margin
 
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    n_detect = cfg.workers if cfg.workers > 0 else max(1, cpus - 1)
-    n_detect = min(n_detect, len(todo))
-    log.info("Ray: %d CPUs, %d detect actors, 1 model actor", cpus, n_detect)
+    cpus = ray.cluster_resources().get("CPU", 1)
+    # More actors than the CPUs can hold would wait for resources forever (half a CPU spare).
+    fits = max(1, int((cpus - 0.5 - INFER_CPUS) / DETECT_CPUS))
+    n_detect = cfg.workers if cfg.workers > 0 else max(1, int(cpus) - 1)
+    if n_detect > fits:
+        log.warning("--workers %d: this Ray cluster's %g CPUs hold %d detect actors; using %d",
+                    n_detect, cpus, fits, fits)
+    n_detect = min(n_detect, fits, len(todo))
+    log.info("Ray: %g CPUs, %d detect actors, 1 model actor", cpus, n_detect)
     det_args = {"name": cfg.detector, "min_face": cfg.min_face,
                 "score_threshold": cfg.score_threshold}
     # MediaItems travel pickled: paths need not be valid UTF-8 (Arrow strings must be).
@@ -179,18 +191,29 @@ def _dataset(ray, cfg, todo, model, batcher):
     path = Path(model.path)
     artifact = {path.name: path.read_bytes(),
                 path.with_suffix(".json").name: path.with_suffix(".json").read_bytes()}
-    return (ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
-            .map_batches(_DetectCrop, batch_size=1, batch_format="numpy",
-                         compute=ActorPoolStrategy(size=n_detect), num_cpus=DETECT_CPUS,
-                         fn_constructor_kwargs={"det_args": det_args, "size": model.input_size,
-                                                "margin": crop_margin(cfg), "fps": cfg.fps,
-                                                "chunk_frames": CHUNK_FRAMES})
-            .map_batches(_Infer, batch_size=batcher.batch_size, batch_format="numpy",
-                         compute=ActorPoolStrategy(size=1), num_cpus=INFER_CPUS,
-                         fn_constructor_kwargs={"artifact": artifact, "keras_name": path.name,
-                                                "batch_size": batcher.batch_size,
-                                                "tta": batcher.tta,
-                                                "model_id": model.model_id}))
+    with warnings.catch_warnings():
+        # By default Ray Data restarts a dead actor and retries its task forever: one file that
+        # crashes its decoder would hang the run. Without restarts the run stops (exit 2) like
+        # the local engine's, keeping finished files, and Ray no longer logs an error line per
+        # run about restartable actors. Ray 2.60 takes this only as a deprecated
+        # **ray_remote_args keyword (no named parameter yet), hence the filter.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        return (ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
+                .map_batches(_DetectCrop, batch_size=1, batch_format="numpy",
+                             compute=ActorPoolStrategy(size=n_detect), num_cpus=DETECT_CPUS,
+                             max_restarts=0,
+                             fn_constructor_kwargs={"det_args": det_args,
+                                                    "size": model.input_size,
+                                                    "margin": crop_margin(cfg), "fps": cfg.fps,
+                                                    "chunk_frames": CHUNK_FRAMES})
+                .map_batches(_Infer, batch_size=batcher.batch_size, batch_format="numpy",
+                             compute=ActorPoolStrategy(size=1), num_cpus=INFER_CPUS,
+                             max_restarts=0,
+                             fn_constructor_kwargs={"artifact": artifact,
+                                                    "keras_name": path.name,
+                                                    "batch_size": batcher.batch_size,
+                                                    "tta": batcher.tta,
+                                                    "model_id": model.model_id}))
 
 
 def _collect(ds, cfg, todo, model, store, sid, run_id, result) -> None:
@@ -266,10 +289,13 @@ def _ray_session(ray, cfg):
         address = "local"  # a new instance, never a cluster someone started on this machine
         # Ray leaves a session folder per start; under cron they pile up in /tmp/ray.
         temp = kwargs["_temp_dir"] = tempfile.mkdtemp(prefix="batchemo-ray-")
-        # Ray's default for a new local cluster anyway; set, it is not warned about every run.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    # A new local Ray turns token authentication on and warns so at every start (cron mail);
+    # setting RAY_AUTH_MODE here instead would be too late: Ray reads it when imported.
+    auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    auth_level = auth_log.level
     try:
         try:
+            auth_log.setLevel(logging.ERROR)
             ray.init(address=address, **kwargs)
         except Exception as e:
             hint = ""
@@ -279,6 +305,8 @@ def _ray_session(ray, cfg):
                         "the head node")
             raise OutputError(f"cannot start or reach Ray at {address}: "
                               f"{type(e).__name__}: {e}{hint}") from None
+        finally:
+            auth_log.setLevel(auth_level)
         if handler is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, handler)
         try:
