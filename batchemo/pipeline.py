@@ -84,7 +84,7 @@ class _Pending:
     error: str | None = None
 
 
-class _Interrupted(Exception):
+class _Interrupted(BaseException):  # not caught by `except Exception` (extract, Ray Data)
     pass
 
 
@@ -118,10 +118,12 @@ def run(cfg: RunConfig) -> RunResult:
     validate(cfg)
     if not cfg.input:
         raise ConfigError("no input given (--input PATH, repeatable)")
+    process = _process
     if cfg.engine == "ray":
-        from .engines.ray import run_ray
+        from .engines import ray as ray_engine
 
-        return run_ray(cfg)
+        ray_engine.require_ray()  # exit 2 with the install command before anything is written
+        process = ray_engine.process
     paths = OutputPaths.from_out(cfg.out)
     try:
         paths.state.mkdir(parents=True, exist_ok=True)
@@ -130,12 +132,14 @@ def run(cfg: RunConfig) -> RunResult:
     with OutputLock(paths.state, cfg.wait):
         ledger = Ledger(paths.state)
         try:
-            return _run_locked(cfg, paths, ledger)
+            return _run_locked(cfg, paths, ledger, process)
         finally:
             ledger.close()
 
 
-def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger) -> RunResult:
+def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, process) -> RunResult:
+    """Everything but the processing step: `process` is `_process` (the local engine) or
+    engines.ray.process, with the same signature."""
     started = time.time()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     result = RunResult(run_id, paths.out)
@@ -158,8 +162,7 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger) -> RunResult
              result.files_new, result.files_changed, result.files_unchanged)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        _process(cfg, todo, model, Batcher(model, cfg.batch_size, tta), store, sid, run_id,
-                 result)
+        process(cfg, todo, model, Batcher(model, cfg.batch_size, tta), store, sid, run_id, result)
     except (_Interrupted, KeyboardInterrupt):
         result.interrupted = True
         log.warning("interrupted: finished files are kept, files in flight are dropped")

@@ -333,26 +333,3 @@ def _ray_data_quiet(ray):
         ctx.enable_progress_bars = bars
         for h, level in zip(console, levels, strict=True):
             h.setLevel(level)
-
-
-def run_ray(cfg):
-    """Today's `pipeline.run` hands `--engine ray` here; once pipeline passes `process` itself
-    (see the engine's notes), this goes. The shared path, with `process` as the processing step."""
-    require_ray()
-    from .. import pipeline
-    from ..ledger import Ledger, OutputLock
-    from ..write import OutputPaths
-
-    paths = OutputPaths.from_out(cfg.out)
-    try:
-        paths.state.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {paths.state}: {e.strerror or e}") from None
-    with OutputLock(paths.state, cfg.wait):
-        ledger = Ledger(paths.state)
-        local, pipeline._process = pipeline._process, process  # _run_locked calls _process
-        try:
-            return pipeline._run_locked(cfg, paths, ledger)
-        finally:
-            pipeline._process = local
-            ledger.close()
