@@ -87,6 +87,22 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def float32_copy(model, arch: str, n_classes: int):
+    """The same weights in a fresh, uncompiled float32 model: what an artifact holds.
+
+    A bf16 policy inside the file would slow CPUs without AMX, and the copy has no optimizer.
+    """
+    keras = import_keras()
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        clean = build(arch, n_classes)
+        clean.set_weights(model.get_weights())
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return clean
+
+
 def save_artifact(model, path: Path, meta: dict) -> dict:
     """Write `path` (.keras, float32, no optimizer state) and its JSON card, each atomically.
 
@@ -95,15 +111,7 @@ def save_artifact(model, path: Path, meta: dict) -> dict:
     keras = import_keras()
     path = Path(path).with_suffix(".keras")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Rebuild in float32 (a bf16 policy inside the file slows CPUs without AMX) and drop the
-    # optimizer: copy weights into a fresh, uncompiled model of the same architecture.
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        clean = build(meta["arch"], len(meta["classes"]))
-        clean.set_weights(model.get_weights())
-    finally:
-        keras.config.set_dtype_policy(previous)
+    clean = float32_copy(model, meta["arch"], len(meta["classes"]))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.keras")
     clean.save(tmp)
     os.replace(tmp, path)

@@ -23,7 +23,7 @@ from .datasets import (
 )
 from .errors import DatasetError
 from .evaluate import score
-from .model import INPUT_SIZE, build, save_artifact
+from .model import INPUT_SIZE, build, float32_copy, save_artifact
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,8 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
     if best.is_file():
         model.load_weights(str(best))
 
+    # Score what ships: the float32 copy, not the (possibly bf16) training model.
+    model = float32_copy(model, cfg.arch, len(train_s.classes))
     val_metrics = score(model, val_s, tta=cfg.tta)
     meta = {
         "arch": cfg.arch,
