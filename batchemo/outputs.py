@@ -25,6 +25,7 @@ from .write import (
     FRAMES_SCHEMA,
     RUNS_SCHEMA,
     SEGMENTS_SCHEMA,
+    TABLES,
     OutputPaths,
     faces_schema,
     summary_schema,
@@ -58,6 +59,12 @@ class Store:
                 if f.stem not in live:
                     f.unlink(missing_ok=True)
             for f in d.glob(".*.tmp") if d.is_dir() else []:
+                f.unlink(missing_ok=True)
+        for name in TABLES:  # temp files of a writer killed mid-write (we hold the lock)
+            target = self.paths.table(name)
+            folder, pattern = (target, ".*.tmp") if self.paths.is_dataset else \
+                (target.parent, f".{target.name}.*.tmp")
+            for f in folder.glob(pattern) if folder.is_dir() else []:
                 f.unlink(missing_ok=True)
         classes = self.ledger.get_meta("classes")
         if self.ledger.get_meta("dirty") and classes:
