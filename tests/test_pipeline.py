@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from conftest import needs_shared
 
 from batchemo import RunConfig, run
 from batchemo.cli import main
@@ -208,3 +209,43 @@ def test_log_json_writes_only_json_lines(tmp_path, make_image, random_model):
     records = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
     assert records[-1]["event"] == "run_finished" and records[-1]["faces"] == 1
     assert all("message" in rec or "event" in rec for rec in records)
+
+
+def test_run_writes_summary_timeline_segments_and_plots(tmp_path, make_video, random_model):
+    make_video("in/talk.mp4", seconds=3, fps=10, size=(160, 320),
+               faces_fn=lambda i, t: faces_at(1, t) if t < 1.0 or t >= 2.0 else [])
+    out = tmp_path / "res.parquet"
+    run(run_cfg([tmp_path / "in"], out, random_model, plots=tmp_path / "plots"))
+    tl = read(out, "timeline")
+    assert sorted(tl.bin_start.unique()) == [0.0, 1.0, 2.0]  # the empty second stays a bin
+    empty = tl[tl.bin_start == 1.0]
+    assert (empty.n_faces == 0).all()
+    summary = read(out, "summary")
+    assert {"run", "folder", "file", "track"} <= set(summary.level)
+    assert summary.loc[summary.level == "run", "faces"].item() == 10
+    segs = read(out, "segments")
+    assert len(segs) >= 1 and (segs.duration_sec > 0).all()
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert "run_shares.png" in pngs and any(n.startswith("timeline_talk.mp4") for n in pngs)
+
+
+@needs_shared
+def test_real_media_end_to_end(tmp_path, copy_shared, random_model):
+    for rel in ("images/group_5_people.jpg", "images/noface_mountain.jpg",
+                "images/exif_orientation6_rotated_face.jpg",
+                "videos/multi_person_stage_audience.mp4"):
+        copy_shared(rel, f"in/{rel}")
+    out = tmp_path / "res.parquet"
+    assert run(run_cfg([tmp_path / "in"], out, random_model, workers=1)).exit_code == 0
+    faces, files = read(out), read(out, "files").set_index("source")
+    per_file = faces.groupby("source").size()
+    assert per_file["images/group_5_people.jpg"] >= 4
+    assert files.loc["images/noface_mountain.jpg", "status"] == "no_face"
+    rotated = faces[faces.source == "images/exif_orientation6_rotated_face.jpg"]
+    assert len(rotated) == 1  # found only if decoded upright
+    video = faces[faces.source == "videos/multi_person_stage_audience.mp4"]
+    frames = read(out, "frames")
+    assert frames.t_sec.is_monotonic_increasing and frames.t_sec.is_unique
+    assert video.track_id.notna().all() and video.track_id.nunique() >= 2
+    # one track never holds two faces of the same frame
+    assert not video.duplicated(["frame_index", "track_id"]).any()
