@@ -249,3 +249,17 @@ def test_real_media_end_to_end(tmp_path, copy_shared, random_model):
     assert video.track_id.notna().all() and video.track_id.nunique() >= 2
     # one track never holds two faces of the same frame
     assert not video.duplicated(["frame_index", "track_id"]).any()
+
+
+def test_failed_files_are_retried_only_when_asked(tmp_path, make_image, random_model):
+    make_image("in/good.png", size=(120, 160), faces=faces_at(1))
+    bad = make_image("in/cut.png", size=(120, 160))
+    bad.write_bytes(bad.read_bytes()[:80])  # a PNG header, then nothing: fails to decode
+    out = tmp_path / "res.parquet"
+    first = run(run_cfg([tmp_path / "in"], out, random_model))
+    assert first.exit_code == 1 and read(out, "files").set_index("source").status["cut.png"] == \
+        "error"
+    second = run(run_cfg([tmp_path / "in"], out, random_model))
+    assert second.files_unchanged == 2 and second.exit_code == 0  # not retried by default
+    third = run(run_cfg([tmp_path / "in"], out, random_model, retry_errors=True))
+    assert third.files_changed == 1 and third.files_failed == 1 and third.exit_code == 1
