@@ -263,3 +263,23 @@ def test_failed_files_are_retried_only_when_asked(tmp_path, make_image, random_m
     assert second.files_unchanged == 2 and second.exit_code == 0  # not retried by default
     third = run(run_cfg([tmp_path / "in"], out, random_model, retry_errors=True))
     assert third.files_changed == 1 and third.files_failed == 1 and third.exit_code == 1
+
+
+def test_directory_output_grows_by_unique_parts_without_duplicates(tmp_path, make_image,
+                                                                   random_model):
+    import pyarrow.dataset as ds
+
+    for i in range(2):
+        make_image(f"in/{i}.png", size=(160, 200), faces=faces_at(1))
+    out = tmp_path / "ds"
+    cfg = run_cfg([tmp_path / "in"], f"{out}/", random_model)
+    run(cfg)
+    first_parts = {p.name for p in (out / "faces").glob("part-*.parquet")}
+    make_image("in/1.png", size=(160, 200), faces=faces_at(2))
+    os.utime(tmp_path / "in/1.png", (1e9, 1e9))
+    make_image("in/2.png", size=(160, 200), faces=faces_at(1))
+    assert run(cfg).files_changed == 1
+    parts = {p.name for p in (out / "faces").glob("part-*.parquet")}
+    assert len(parts) == 3 and len(parts & first_parts) == 1  # 1.png's old part replaced
+    faces = ds.dataset(out / "faces").to_table().to_pandas()
+    assert faces.groupby("source").size().to_dict() == {"0.png": 1, "1.png": 2, "2.png": 1}
