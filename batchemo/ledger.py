@@ -107,6 +107,13 @@ class Ledger:
             r["present"] = None if r["present"] is None else bool(r["present"])
         return rows
 
+    def get(self, key: tuple[str, str]) -> dict | None:
+        """One file's row (None if unknown)."""
+        cur = self.db.execute(f"SELECT {', '.join(FILE_COLUMNS)} FROM files "
+                              "WHERE root = ? AND source = ?", key)
+        r = cur.fetchone()
+        return None if r is None else dict(zip(FILE_COLUMNS, r, strict=True))
+
     def commit_file(self, row: dict) -> None:
         """Insert or replace one file's row (its part is already in place)."""
         values = [row.get(c) for c in FILE_COLUMNS]

@@ -79,7 +79,7 @@ class Store:
         status = STATUS_OK if p.faces else STATUS_NO_FACE
         if p.error and not p.frames:
             status = STATUS_ERROR
-        prev = self.ledger.files().get(item.key)
+        prev = self.ledger.get(item.key)  # one row: this runs once per file
         part = None
         if p.frames and status != STATUS_ERROR:
             self._n += 1
