@@ -75,10 +75,8 @@ def build_config(cls: type, job: Path | None, flags: dict):
     for k, v in flags.items():
         if v is None or (isinstance(v, tuple) and not v):
             continue
-        if k == "classes" and isinstance(v, str):
-            v = [c.strip() for c in v.split(",") if c.strip()]
         values[k] = list(v) if isinstance(v, tuple) else v
-    if isinstance(values.get("classes"), str):
+    if isinstance(values.get("classes"), str):  # "a,b,c" from a flag or a job file
         values["classes"] = [c.strip() for c in values["classes"].split(",") if c.strip()]
     return C.validate(cls(**values))
 

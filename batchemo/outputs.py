@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .ledger import Ledger
+from .ledger import Ledger, fingerprint
 from .records import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, MediaItem
 from .write import (
     FILES_SCHEMA,
@@ -73,8 +73,6 @@ class Store:
 
     def commit_file(self, p, model, settings_id: str, run_id: str) -> str:
         """Write a finished file's parts, commit its ledger row; returns its status."""
-        from .pipeline import face_rows_to_arrays
-
         item: MediaItem = p.item
         status = STATUS_OK if p.faces else STATUS_NO_FACE
         if p.error and not p.frames:
@@ -84,8 +82,7 @@ class Store:
         if p.frames and status != STATUS_ERROR:
             self._n += 1
             part = f"part-{run_id}-{self._n:06d}"
-            a = face_rows_to_arrays(p)
-            faces = _faces_table(item, a, model, run_id)
+            faces = _faces_table(item, p.faces, model, run_id)
             write_table(faces, self.part_path("faces", part))
             if item.media_type == "video":
                 fr = np.array([(f[0], f[1], f[2]) for f in p.frames], dtype=object)
@@ -217,16 +214,24 @@ class Store:
 
 
 def _fingerprint(item: MediaItem) -> str | None:
-    from .ledger import fingerprint
-
     try:
         return fingerprint(item.path, item.size)
     except OSError:
         return None
 
 
-def _faces_table(item: MediaItem, a: dict, model, run_id: str) -> pa.Table:
-    n = len(a["frame_index"])
+def _faces_table(item: MediaItem, rows: list, model, run_id: str) -> pa.Table:
+    """A file's face rows ([frame_index, t_sec, face_index, FaceBox, probs]) as the faces table."""
+    n = len(rows)
+    a = {
+        "frame_index": np.array([r[0] for r in rows], np.int64),
+        "t_sec": np.array([np.nan if r[1] is None else r[1] for r in rows], np.float64),
+        "face_index": np.array([r[2] for r in rows], np.int32),
+        "boxes": np.array([[r[3].x, r[3].y, r[3].w, r[3].h] for r in rows],
+                          np.int32).reshape(n, 4),
+        "det_score": np.array([r[3].score for r in rows], np.float32),
+        "probs": np.stack([r[4] for r in rows]) if n else np.zeros((0, 0), np.float32),
+    }
     probs = a["probs"].reshape(n, len(model.classes))
     track = None
     if item.media_type == "video" and n:

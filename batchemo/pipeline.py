@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from . import outputs
@@ -31,8 +30,6 @@ from .model import load_model
 from .records import (
     OTHER,
     STATUS_ERROR,
-    STATUS_NO_FACE,
-    STATUS_OK,
     STATUS_SKIPPED,
     MediaItem,
 )
@@ -333,20 +330,3 @@ def _run_workers(cfg, todo, n_workers, det_args, size, pending, handle) -> None:
                 p.terminate()
         results.cancel_join_thread()
         tasks.cancel_join_thread()
-
-
-def face_rows_to_arrays(p: _Pending) -> dict[str, np.ndarray]:
-    """Columns of a file's face rows (boxes, probabilities) for the writer."""
-    n = len(p.faces)
-    boxes = np.array([[r[3].x, r[3].y, r[3].w, r[3].h] for r in p.faces], np.int32).reshape(n, 4)
-    return {
-        "frame_index": np.array([r[0] for r in p.faces], np.int64),
-        "t_sec": np.array([np.nan if r[1] is None else r[1] for r in p.faces], np.float64),
-        "face_index": np.array([r[2] for r in p.faces], np.int32),
-        "boxes": boxes,
-        "det_score": np.array([r[3].score for r in p.faces], np.float32),
-        "probs": np.stack([r[4] for r in p.faces]) if n else np.zeros((0, 0), np.float32),
-    }
-
-
-STATUSES = (STATUS_OK, STATUS_NO_FACE, STATUS_ERROR, STATUS_SKIPPED)
