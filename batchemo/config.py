@@ -50,6 +50,9 @@ class TrainConfig:
                             "card; it never chooses anything (default: data's test/ if present).")
     test_only: str | None = opt(None, "Score only test files whose name matches this glob, e.g. "
                                 "'PrivateTest_*'.")
+    init: Path | None = opt(None, "Start from the weights of this artifact (same architecture and "
+                            "classes) to continue or fine-tune it; its card is recorded in the "
+                            "new one.")
     epochs: int = opt(45, "Training epochs (the cosine learning-rate schedule spans them all).",
                       min=1, max=10000)
     batch_size: int = opt(128, "Training batch size.", min=1, max=4096)
@@ -87,6 +90,9 @@ class EvaluateConfig:
                            "per_class.csv.", short="-o")
     tta: bool = opt(True, "Average predictions over the face and its mirror image.")
     batch_size: int = opt(256, "Inference batch size.", min=1, max=8192)
+    precision: str = opt("float32", "Inference precision: float32 (the reference), bfloat16, or "
+                         "auto (bfloat16 where the CPU has it natively, as `run` does).",
+                         choices=("auto", "float32", "bfloat16"))
 
 
 def load_job_file(path: Path, cls: type) -> dict:
@@ -164,6 +170,10 @@ class RunConfig:
                           min=1, max=4096)
     tta: bool = opt(True, "Average each face with its mirror image (+accuracy, 2x model time); "
                     "used only if the model's card enables it.")
+    precision: str = opt("auto", "Inference precision: auto = bfloat16 where the CPU computes it "
+                         "natively (AVX512-BF16/AMX: faster, FER2013 accuracy unchanged; see "
+                         "the README), else float32; or force float32 or bfloat16.",
+                         choices=("auto", "float32", "bfloat16"))
     workers: int = opt(-1, "Decode/detect worker processes; 0 = in the main process; -1 = auto "
                        "(one per CPU core beyond the one running the model, at least 1).",
                        min=-1, max=256)

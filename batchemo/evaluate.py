@@ -110,7 +110,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     validate(cfg)
     if cfg.data is None:
         raise DatasetError("no data given (--data)")
-    model = load_model(cfg.model)
+    model = load_model(cfg.model, cfg.precision)
     data = Path(cfg.data)
     if data.suffix.lower() == ".csv":
         splits = load_fer_csv(data, model.input_size)
@@ -119,7 +119,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         split = load_folder(data, model.input_size, only=cfg.only)
     report = score(model, split, cfg.batch_size, cfg.tta)
     report.update(model=str(model.path), model_id=model.model_id, data=str(data), only=cfg.only,
-                  tta=cfg.tta)
+                  tta=cfg.tta, precision=model.precision)
     if cfg.out:
         write_report(report, Path(cfg.out))
     return report

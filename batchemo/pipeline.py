@@ -89,11 +89,11 @@ def _on_sigterm(signum, frame):
     raise _Interrupted()
 
 
-def settings_id(cfg: RunConfig, model_id: str, tta: bool) -> str:
+def settings_id(cfg: RunConfig, model_id: str, tta: bool, precision: str) -> str:
     """Hash of every setting that changes a file's rows; a change reprocesses the file."""
     s = {"fps": cfg.fps, "detector": cfg.detector, "min_face": cfg.min_face,
          "score_threshold": cfg.score_threshold, "margin": crop_margin(cfg), "tta": tta,
-         "model": model_id}
+         "model": model_id, "precision": precision}
     return hashlib.sha1(json.dumps(s, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -143,7 +143,7 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, process) -> 
     store = outputs.Store(paths, ledger)
     store.recover()  # a killed run's orphan parts go; its finished files are rebuilt below
 
-    model = load_model(cfg.model)
+    model = load_model(cfg.model, cfg.precision)
     known = ledger.get_meta("model_id")
     if known and known != model.model_id and not cfg.force:
         raise OutputError(f"{paths.out} was made with model {known}, this run uses "
@@ -152,7 +152,7 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, process) -> 
     ledger.set_meta("model_id", model.model_id)
     ledger.set_meta("classes", json.dumps(model.classes))
     tta = bool(cfg.tta and model.meta.get("tta", False))
-    sid = settings_id(cfg, model.model_id, tta)
+    sid = settings_id(cfg, model.model_id, tta, model.precision)
 
     todo = _plan(cfg, ledger, store, sid, result, run_id, model.model_id)
     log.info("%d files to process (%d new, %d changed, %d unchanged)", len(todo),

@@ -21,7 +21,7 @@ from .datasets import (
     load_folder,
     stratified_split,
 )
-from .errors import DatasetError
+from .errors import ConfigError, DatasetError
 from .evaluate import score
 from .model import INPUT_SIZE, build, float32_copy, save_artifact
 
@@ -97,6 +97,7 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
     work = cfg.resolved_work_dir()
     work.mkdir(parents=True, exist_ok=True)
     model = build(cfg.arch, len(train_s.classes))
+    init_card = _start_from(model, cfg, train_s.classes) if cfg.init else None
     steps = -(-len(train_s) // cfg.batch_size) * cfg.epochs
     lr = cfg.lr or 0.1
     if cfg.arch == "seed":
@@ -113,6 +114,10 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
 
     history = work / "history.csv"
     best = work / "best.weights.h5"
+    if not (work / "backup").exists():
+        # Nothing to resume: a finished earlier run's history and best epoch must not leak in.
+        history.unlink(missing_ok=True)
+        best.unlink(missing_ok=True)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work / "backup")),
         keras.callbacks.ModelCheckpoint(str(best), monitor="val_accuracy", mode="max",
@@ -149,6 +154,7 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
         "training_data": {"source": str(cfg.data), "n_train": len(train_s),
                           "fingerprint": train_s.fingerprint(),
                           "class_counts": np.bincount(train_s.y).tolist()},
+        "initialised_from": init_card,
         "checkpoint_selection": f"best val_accuracy on {val_how}; never on the test split",
         "license": cfg.license,
         "limits": cfg.limits,
@@ -164,6 +170,22 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
     card = save_artifact(model, Path(cfg.out), meta)
     shutil.copyfile(history, Path(card["path"]).with_suffix(".history.csv"))
     return card
+
+
+def _start_from(model, cfg: TrainConfig, classes: tuple[str, ...]) -> dict:
+    """Copy an artifact's weights into `model`; returns its card (for provenance)."""
+    from .model import load_model  # noqa: PLC0415
+
+    source = load_model(cfg.init)
+    arch = source.meta.get("arch")
+    if arch != cfg.arch or source.classes != tuple(classes):
+        raise ConfigError(f"--init {cfg.init}: it is a {arch!r} model of classes "
+                           f"{', '.join(source.classes)}; this training is {cfg.arch!r} on "
+                           f"{', '.join(classes)}")
+    model.set_weights(source.keras_model.get_weights())
+    keep = ("model_id", "arch", "classes", "seed", "epochs_trained", "validation", "test",
+            "initialised_from")
+    return {k: source.meta[k] for k in keep if k in source.meta}
 
 
 def _epochs_done(history: Path) -> int:

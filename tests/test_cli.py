@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -38,3 +39,15 @@ def test_out_of_bounds_value_exits_2(tmp_path):
 def test_train_without_data_exits_2():
     r = CliRunner().invoke(main, ["train"])
     assert r.exit_code == 2 and "--data" in r.output
+
+
+@pytest.mark.parametrize("job", sorted((Path(__file__).parents[1] / "jobs").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_shipped_job_files_are_valid(job):
+    cls = C.TrainConfig if job.name.startswith("train-") else C.RunConfig
+    cfg = build_config(cls, job, {})
+    if cls is C.TrainConfig:
+        assert cfg.data and cfg.out and not str(cfg.test_only or "").startswith("PublicTest")
+    if job.name == "train-fer2013.toml":  # stage 2 continues stage 1's artifact
+        stage1 = build_config(C.TrainConfig, job.with_name("train-fer2013-stage1.toml"), {})
+        assert cfg.init == stage1.out and cfg.out.name == "fer2013-default.keras"

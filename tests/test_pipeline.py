@@ -134,6 +134,22 @@ def test_rerun_is_incremental_and_never_duplicates(tmp_path, make_image, random_
     assert len(read(out, "runs")) == 4
 
 
+def test_precision_is_a_setting_and_bfloat16_agrees_with_float32(tmp_path, make_image,
+                                                                 random_model):
+    for i in range(2):
+        make_image(f"in/{i}.png", size=(160, 300), faces=faces_at(2))
+    out = tmp_path / "res.parquet"
+    first = run(run_cfg([tmp_path / "in"], out, random_model, precision="float32"))
+    f32 = comparable(read(out))
+    second = run(run_cfg([tmp_path / "in"], out, random_model, precision="bfloat16"))
+    assert first.files_new == 2 and second.files_changed == 2  # other numbers: reprocessed
+    bf16 = comparable(read(out))
+    p = [c for c in f32 if c.startswith("p_")]
+    derived = p + ["emotion", "confidence"]  # the random model's near-ties may flip
+    pd.testing.assert_frame_equal(f32.drop(columns=derived), bf16.drop(columns=derived))
+    assert 0 < np.abs(f32[p].to_numpy() - bf16[p].to_numpy()).max() < 0.05
+
+
 def test_csv_and_directory_outputs(tmp_path, make_image, make_video, random_model):
     make_image("in/a.png", size=(160, 200), faces=faces_at(1))
     make_video("in/v.mp4", seconds=1, fps=10, size=(160, 200), faces_fn=lambda i, t: faces_at(1))

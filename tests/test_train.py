@@ -123,3 +123,46 @@ def test_killed_training_resumes_at_its_last_epoch(tmp_path):
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(history))]
     assert epochs == list(range(6)), "resumed run repeats or skips epochs"
     assert json.loads(out.with_suffix(".json").read_text())["epochs_trained"] == 6
+
+
+def test_init_continues_from_an_artifact_with_a_fresh_history(trained, tmp_path):
+    cfg, first = trained
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "history.csv").write_text("epoch,accuracy,val_accuracy\n0,1.0,1.0\n")  # a finished run
+    second = train(TrainConfig(data=cfg.data, out=tmp_path / "next.keras", init=cfg.out, epochs=1,
+                               batch_size=16, lr=1e-6, work_dir=work, test_only="PrivateTest_*"))
+    assert second["initialised_from"]["model_id"] == first["model_id"]
+    assert second["epochs_trained"] == 1  # the stale history row was not counted
+    # With a negligible learning rate the continued model still predicts like its start.
+    x = np.random.default_rng(2).integers(0, 256, (8, 48, 48, 1)).astype(np.uint8)
+    a, b = predict_probs(load_model(cfg.out), x), predict_probs(load_model(tmp_path / "next.keras"), x)
+    assert np.array_equal(a.argmax(1), b.argmax(1)) and np.abs(a - b).max() < 0.05
+
+
+def test_init_refuses_a_model_of_other_classes(trained, tmp_path):
+    from batchemo.errors import ConfigError
+
+    cfg, _ = trained
+    with pytest.raises(ConfigError, match="--init .* classes happy, neutral, sad"):
+        train(TrainConfig(data=cfg.data, out=tmp_path / "x.keras", init=cfg.out, epochs=1,
+                          classes=["happy", "sad"], work_dir=tmp_path / "w"))
+
+
+def test_inference_precision(trained, monkeypatch):
+    from batchemo import model as model_mod
+
+    cfg, _ = trained
+    monkeypatch.setattr(model_mod, "native_bfloat16", lambda: False)
+    assert model_mod.resolve_precision("auto") == "float32"  # emulated bf16 would be slower
+    monkeypatch.setattr(model_mod, "native_bfloat16", lambda: True)
+    assert model_mod.resolve_precision("auto") == "bfloat16"
+    with pytest.raises(ModelError, match="unknown precision"):
+        model_mod.resolve_precision("float16")
+    fast, ref = load_model(cfg.out, "bfloat16"), load_model(cfg.out, "float32")
+    assert (fast.precision, ref.precision) == ("bfloat16", "float32")
+    assert fast.model_id == ref.model_id
+    assert fast.keras_model.layers[-1].compute_dtype == "float32"  # softmax stays float32
+    x = np.random.default_rng(3).integers(0, 256, (16, 48, 48, 1)).astype(np.uint8)
+    a, b = predict_probs(ref, x), predict_probs(fast, x)
+    assert 0 < np.abs(a - b).max() < 0.05 and np.allclose(b.sum(1), 1, atol=1e-5)

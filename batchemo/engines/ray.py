@@ -112,7 +112,7 @@ class _Infer:
     """Actor: holds the model; each batch of rows is one padded model call (infer.Batcher)."""
 
     def __init__(self, artifact: dict[str, bytes], keras_name: str, batch_size: int, tta: bool,
-                 model_id: str):
+                 model_id: str, precision: str):
         from ..infer import Batcher
         from ..model import load_model
 
@@ -120,7 +120,8 @@ class _Infer:
         with tempfile.TemporaryDirectory(prefix="batchemo-model-") as d:
             for name, data in artifact.items():
                 (Path(d) / name).write_bytes(data)
-            model = load_model(Path(d) / keras_name)
+            # The driver's resolved precision, so every node computes the rows the same way.
+            model = load_model(Path(d) / keras_name, precision)
         if model.model_id != model_id:
             raise RuntimeError(f"the Ray worker loaded model {model.model_id}, not {model_id}")
         self.batcher = Batcher(model, batch_size, tta)
@@ -213,6 +214,7 @@ def _dataset(ray, cfg, todo, model, batcher):
                                                     "keras_name": path.name,
                                                     "batch_size": batcher.batch_size,
                                                     "tta": batcher.tta,
+                                                    "precision": model.precision,
                                                     "model_id": model.model_id}))
 
 
