@@ -166,7 +166,8 @@ def resolve_precision(precision: str) -> str:
 
 
 def _bfloat16_copy(km, arch: str, n_classes: int):
-    # Same weights in a mixed_bfloat16 model: bf16 compute, float32 variables and softmax.
+    """Same weights in a mixed_bfloat16 model (bf16 compute, float32 variables and softmax), or
+    None where the artifact's layers differ from today's `build` (an older artifact)."""
     keras = import_keras()
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
@@ -174,7 +175,10 @@ def _bfloat16_copy(km, arch: str, n_classes: int):
         fast = build(arch, n_classes)
     finally:
         keras.config.set_dtype_policy(previous)
-    fast.set_weights(km.get_weights())
+    try:
+        fast.set_weights(km.get_weights())
+    except ValueError:
+        return None
     return fast
 
 
@@ -217,8 +221,10 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
                          f"classes ({', '.join(classes)})")
     model_id = meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
     precision = resolve_precision(precision)
-    if precision == "bfloat16" and meta.get("arch") in ARCHS:
-        km = _bfloat16_copy(km, meta["arch"], len(classes))
+    fast = _bfloat16_copy(km, meta.get("arch"), len(classes)) if (
+        precision == "bfloat16" and meta.get("arch") in ARCHS) else None
+    if fast is not None:
+        km = fast
     else:
-        precision = "float32"
+        precision = "float32"  # bf16 is only a speed-up: never a reason to refuse a model
     return LoadedModel(km, classes, size, model_id, path, meta, precision)

@@ -174,7 +174,9 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, process) -> 
                     "started": datetime.fromtimestamp(started, UTC).isoformat(),
                     "finished": datetime.now(UTC).isoformat(),
                     "model_id": model.model_id,
-                    "settings": {k: v for k, v in dataclasses.asdict(cfg).items()}})
+                    # as applied: "auto" precision and TTA resolved
+                    "settings": {**dataclasses.asdict(cfg), "precision": model.precision,
+                                 "tta": tta}})
     store.rebuild(model.classes, run_id, cfg)
     if cfg.log_json:  # one machine-readable closing record instead of the human line
         print(json.dumps({"event": "run_finished", **dataclasses.asdict(result)}, default=str),

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -148,6 +149,8 @@ def test_precision_is_a_setting_and_bfloat16_agrees_with_float32(tmp_path, make_
     derived = p + ["emotion", "confidence"]  # the random model's near-ties may flip
     pd.testing.assert_frame_equal(f32.drop(columns=derived), bf16.drop(columns=derived))
     assert 0 < np.abs(f32[p].to_numpy() - bf16[p].to_numpy()).max() < 0.05
+    applied = [json.loads(r)["precision"] for r in read(out, "runs").settings]
+    assert applied == ["float32", "bfloat16"]
 
 
 def test_csv_and_directory_outputs(tmp_path, make_image, make_video, random_model):
