@@ -8,8 +8,9 @@ Random 48x48 crops (speed does not depend on the pixels) go through, per batch s
   predict          LoadedModel.predict on (B, 48, 48, 1) float32 arrays: the model call alone
   Batcher          Batcher(model, B, tta=False).add() one crop at a time, as the pipeline feeds it
   Batcher+tta      the same with tta=True (each call carries the crops and their mirrors: 2B rows)
-  Batcher, 1/flush (largest B only) flush() after every crop, as the pipeline does when a file
-                   with a single face (a photo) completes: each face pays a padded B-row call
+  Batcher, 1/flush (largest B only) flush() after every crop: each face pays a padded B-row
+                   call, what per-file batching would cost one-face photos (the pipeline lets
+                   faces wait for a full batch across files instead)
 
 Each run pushes max(4, --faces // B) calls (at most --max-calls); the median over --runs (at
 least 5 by default) is printed as faces/s and ms per call, with the speed-up against batch 1 and

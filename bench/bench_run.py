@@ -103,6 +103,8 @@ def pipeline_cmd(folder: Path, out: Path, args, workers: int, model: Path) -> li
            "--model", str(model), "--quiet"]
     if args.batch_size:
         cmd += ["--batch-size", str(args.batch_size)]
+    if args.precision:
+        cmd += ["--precision", args.precision]
     return cmd
 
 
@@ -174,6 +176,8 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--detector", default="blazeface-full")
     ap.add_argument("--batch-size", type=int, help="passed to batchemo run (default: its own)")
+    ap.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
+                    help="passed to batchemo run (default: its own, auto)")
     ap.add_argument("--interval", type=float, default=0.05, help="RSS poll interval, seconds")
     ap.add_argument("--skip-short", action="store_true", help="long video only (no growth check)")
     ap.add_argument("--profile", type=int, metavar="W", help="also profile one run, --workers W")
