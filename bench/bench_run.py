@@ -258,6 +258,7 @@ def main() -> None:
     print(f"  fastest: --workers {best} ({med(long_s, best, 'wall'):.2f} s); the default "
           f"(--workers -1) means {auto} on this machine")
 
+    marginal = {}  # workers -> seconds per frame, start-up excluded
     if not args.skip_short:
         print(f"\ncost split from the {dur[short_s]:.1f} s and {dur[long_s]:.0f} s videos "
               "(wall = fixed + frames x marginal):")
@@ -266,6 +267,7 @@ def main() -> None:
             f_l, f_s = res[(long_s, w)][0]["frames"], res[(short_s, w)][0]["frames"]
             slope = (med(long_s, w, "wall") - med(short_s, w, "wall")) / (f_l - f_s)
             fixed = med(long_s, w, "wall") - slope * f_l
+            marginal[w] = slope
             print(f"  {w:7d} {fixed:8.2f} {1000 * slope:17.2f} {1000 * slope / det_ms:6.2f}x")
         print("\npeak RSS vs video length (process tree, MiB; median of runs):")
         short_h, long_h = f"{dur[short_s]:.0f} s video", f"{dur[long_s]:.0f} s video"
@@ -289,11 +291,15 @@ def main() -> None:
         peak = med(long_s, w, "tree_peak")
         ok_speed = dur[long_s] / wall >= 20
         ok_mem = peak <= GB
-        ok_over = 1000 * wall / fr <= 1.5 * det_ms
+        # Per-frame overhead: the marginal cost when both videos ran (start-up is paid once per
+        # run, not per frame); else the whole run's wall time per frame.
+        per_frame = 1000 * marginal.get(w, wall / fr)
+        ok_over = per_frame <= 1.5 * det_ms
+        how = "marginal, start-up excluded" if w in marginal else "start-up included"
         line = (f"  --workers {w}: >=20x real time {'PASS' if ok_speed else 'FAIL'} "
                 f"({dur[long_s] / wall:.1f}x)   peak RSS <=1.5 GB {'PASS' if ok_mem else 'FAIL'} "
                 f"({peak / 1e9:.2f} GB)   ms/frame <=1.5x detector {'PASS' if ok_over else 'FAIL'} "
-                f"({1000 * wall / fr / det_ms:.2f}x)")
+                f"({per_frame / det_ms:.2f}x {how}; {1000 * wall / fr / det_ms:.2f}x with it)")
         if not args.skip_short:
             grow = med(long_s, w, "tree_peak") - med(short_s, w, "tree_peak")
             line += (f"   peak growth <50 MiB {'PASS' if grow < 50 * 2**20 else 'FAIL'} "
