@@ -23,7 +23,7 @@ from .datasets import (
 )
 from .errors import ConfigError, DatasetError
 from .evaluate import score
-from .model import INPUT_SIZE, build, float32_copy, save_artifact
+from .model import INPUT_SIZE, build, float32_copy, load_model, save_artifact
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,6 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
 
 def _start_from(model, cfg: TrainConfig, classes: tuple[str, ...]) -> dict:
     """Copy an artifact's weights into `model`; returns its card (for provenance)."""
-    from .model import load_model  # noqa: PLC0415
-
     source = load_model(cfg.init)
     arch = source.meta.get("arch")
     if arch != cfg.arch or source.classes != tuple(classes):
