@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,23 +147,63 @@ def _tf_version() -> str | None:
 
 def native_bfloat16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), per Linux's flags."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
-def resolve_precision(precision: str) -> str:
-    """'auto' → 'bfloat16' where the CPU has native bf16 (measured 1.6x faster there), else float32.
+def _cpu_flags() -> set[str]:
+    m = re.search(r"^flags\s*:(.*)$", _read_cpuinfo(), re.M)
+    return set(m.group(1).split()) if m else set()
 
-    Without hardware support bfloat16 is emulated and slower, so auto never picks it there.
+
+BF16_MIN_SPEEDUP = 1.25  # auto keeps float32 unless bf16 is clearly faster (timings are noisy)
+
+
+def _bfloat16_pays_off(f32, bf16, size: int, arch: str) -> bool:
+    """auto's choice for this CPU: one timing of both models at batch 64, cached per machine.
+
+    CPUs with the bf16 flag differ (bf16 inference was 1.65x faster on this project's, bf16
+    training slower than float32 on another); the cache keeps the choice, and so the settings
+    id, stable from run to run. Delete the file to measure again.
     """
-    if precision not in PRECISIONS:
-        raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "bfloat16" if native_bfloat16() else "float32"
-    return precision
+    from .config import _cache_dir  # noqa: PLC0415  (config imports nothing from here)
+
+    keras = import_keras()
+    cpu = re.search(r"^model name\s*:(.*)$", _read_cpuinfo(), re.M)
+    key = (f"{cpu.group(1).strip() if cpu else '?'}|{os.cpu_count()} cpus|keras "
+           f"{keras.__version__}|tf {_tf_version()}|{arch}")
+    cache = _cache_dir() / "precision.json"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        x = np.zeros((64, size, size, 1), np.float32)
+        known[key] = _median_seconds(f32, x) / _median_seconds(bf16, x)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known, indent=1) + "\n")
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # measured again next time
+    return known[key] >= BF16_MIN_SPEEDUP
+
+
+def _read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def _median_seconds(km, x: np.ndarray, calls: int = 5) -> float:
+    km.predict_on_batch(x)  # traces the graph
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        km.predict_on_batch(x)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
 
 
 def _bfloat16_copy(km, arch: str, n_classes: int):
@@ -185,8 +226,9 @@ def _bfloat16_copy(km, arch: str, n_classes: int):
 def load_model(path: Path | str | None = None, precision: str = "float32") -> LoadedModel:
     """Load and validate an artifact (default: the shipped FER2013 model).
 
-    `precision` is the inference precision: float32 (the artifact as saved), bfloat16, or auto
-    (`resolve_precision`). bfloat16 applies to batchemo's own architectures; others stay float32.
+    `precision` is the inference precision: float32 (the artifact as saved), bfloat16, or auto:
+    bfloat16 where the CPU has it natively and it measured at least BF16_MIN_SPEEDUP faster here
+    (`_bfloat16_pays_off`), else float32. bf16 applies to batchemo's own architectures only.
 
     Refuses, with a ModelError saying why, an artifact without its JSON card, whose file does not
     match the card's checksum, or whose output size/input shape disagree with the card.
@@ -220,11 +262,16 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
         raise ModelError(f"{path}: {km.output_shape[-1]} outputs but card lists {len(classes)} "
                          f"classes ({', '.join(classes)})")
     model_id = meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
-    precision = resolve_precision(precision)
-    fast = _bfloat16_copy(km, meta.get("arch"), len(classes)) if (
-        precision == "bfloat16" and meta.get("arch") in ARCHS) else None
-    if fast is not None:
-        km = fast
-    else:
-        precision = "float32"  # bf16 is only a speed-up: never a reason to refuse a model
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    arch = meta.get("arch")
+    fast = None
+    if arch in ARCHS and (precision == "bfloat16" or (precision == "auto" and native_bfloat16())):
+        fast = _bfloat16_copy(km, arch, len(classes))
+        if fast is not None and precision == "auto" and not _bfloat16_pays_off(km, fast, size,
+                                                                                arch):
+            fast = None
+    # bf16 is only a speed-up: never a reason to refuse a model
+    precision = "bfloat16" if fast is not None else "float32"
+    return LoadedModel(km if fast is None else fast, classes, size, model_id, path, meta, precision)
     return LoadedModel(km, classes, size, model_id, path, meta, precision)

@@ -149,16 +149,30 @@ def test_init_refuses_a_model_of_other_classes(trained, tmp_path):
                           classes=["happy", "sad"], work_dir=tmp_path / "w"))
 
 
-def test_inference_precision(trained, monkeypatch):
+def test_inference_precision(trained, monkeypatch, tmp_path):
     from batchemo import model as model_mod
 
     cfg, _ = trained
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    timed = []
+
+    def fake_timing(km, x, calls=5):  # bf16 twice as slow as float32 on this pretend CPU
+        timed.append(km)
+        return 2.0 if km.layers[-2].compute_dtype == "bfloat16" else 1.0
+
+    monkeypatch.setattr(model_mod, "_median_seconds", fake_timing)
     monkeypatch.setattr(model_mod, "native_bfloat16", lambda: False)
-    assert model_mod.resolve_precision("auto") == "float32"  # emulated bf16 would be slower
+    assert load_model(cfg.out, "auto").precision == "float32" and not timed  # no flag: no timing
     monkeypatch.setattr(model_mod, "native_bfloat16", lambda: True)
-    assert model_mod.resolve_precision("auto") == "bfloat16"
+    assert load_model(cfg.out, "auto").precision == "float32" and len(timed) == 2
+    cache = tmp_path / "batchemo" / "precision.json"
+    assert list(json.loads(cache.read_text()).values()) == [0.5]
+    assert load_model(cfg.out, "auto").precision == "float32" and len(timed) == 2  # cached
+    cache.write_text(json.dumps({k: 1.6 for k in json.loads(cache.read_text())}))
+    assert load_model(cfg.out, "auto").precision == "bfloat16" and len(timed) == 2
     with pytest.raises(ModelError, match="unknown precision"):
-        model_mod.resolve_precision("float16")
+        load_model(cfg.out, "float16")
+
     fast, ref = load_model(cfg.out, "bfloat16"), load_model(cfg.out, "float32")
     assert (fast.precision, ref.precision) == ("bfloat16", "float32")
     assert fast.model_id == ref.model_id
