@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ._tf import import_keras
+from .config import _cache_dir
 from .errors import ModelError
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "fer2013-default.keras"
@@ -96,15 +97,21 @@ def float32_copy(model, arch: str, n_classes: int):
 
     A bf16 policy inside the file would slow CPUs without AMX, and the copy has no optimizer.
     """
+    return _copy_with_policy(model, arch, n_classes, "float32")
+
+
+def _copy_with_policy(model, arch: str, n_classes: int, policy: str):
+    """`build(arch)` under the dtype `policy`, holding `model`'s weights (ValueError if the
+    layers differ)."""
     keras = import_keras()
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
+    keras.config.set_dtype_policy(policy)
     try:
-        clean = build(arch, n_classes)
-        clean.set_weights(model.get_weights())
+        copy = build(arch, n_classes)
     finally:
         keras.config.set_dtype_policy(previous)
-    return clean
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def save_artifact(model, path: Path, meta: dict) -> dict:
@@ -165,8 +172,6 @@ def _bfloat16_pays_off(f32, bf16, size: int, arch: str) -> bool:
     training slower than float32 on another); the cache keeps the choice, and so the settings
     id, stable from run to run. Delete the file to measure again.
     """
-    from .config import _cache_dir  # noqa: PLC0415  (config imports nothing from here)
-
     keras = import_keras()
     cpu = re.search(r"^model name\s*:(.*)$", _read_cpuinfo(), re.M)
     key = (f"{cpu.group(1).strip() if cpu else '?'}|{os.cpu_count()} cpus|keras "
@@ -209,18 +214,10 @@ def _median_seconds(km, x: np.ndarray, calls: int = 5) -> float:
 def _bfloat16_copy(km, arch: str, n_classes: int):
     """Same weights in a mixed_bfloat16 model (bf16 compute, float32 variables and softmax), or
     None where the artifact's layers differ from today's `build` (an older artifact)."""
-    keras = import_keras()
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        fast = build(arch, n_classes)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    try:
-        fast.set_weights(km.get_weights())
+        return _copy_with_policy(km, arch, n_classes, "mixed_bfloat16")
     except ValueError:
         return None
-    return fast
 
 
 def load_model(path: Path | str | None = None, precision: str = "float32") -> LoadedModel:
