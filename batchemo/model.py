@@ -271,4 +271,3 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
     # bf16 is only a speed-up: never a reason to refuse a model
     precision = "bfloat16" if fast is not None else "float32"
     return LoadedModel(km if fast is None else fast, classes, size, model_id, path, meta, precision)
-    return LoadedModel(km, classes, size, model_id, path, meta, precision)

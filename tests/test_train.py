@@ -182,3 +182,23 @@ def test_inference_precision(trained, monkeypatch, tmp_path):
     x = np.random.default_rng(3).integers(0, 256, (16, 48, 48, 1)).astype(np.uint8)
     a, b = predict_probs(ref, x), predict_probs(fast, x)
     assert np.abs(a - b).max() < 0.05 and np.allclose(b.sum(1), 1, atol=1e-5)
+
+
+def test_recalibrated_batchnorm_holds_the_statistics_of_clean_faces():
+    from batchemo._tf import import_keras
+    from batchemo.model import build
+    from batchemo.train import recalibrate_batchnorm
+
+    keras = import_keras()
+    model = build("default", 3)
+    faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48, 1)).astype(np.uint8)
+    # One batch: the first BN layer's statistics are exactly those of the first conv's outputs.
+    assert recalibrate_batchnorm(model, faces, batch_size=64) == 11  # 10 convs + dense
+    conv = next(l for l in model.layers if isinstance(l, keras.layers.Conv2D))
+    norm = next(l for l in model.layers if isinstance(l, keras.layers.BatchNormalization))
+    features = keras.Model(model.input, conv.output).predict(faces.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(np.asarray(norm.moving_mean), features.mean((0, 1, 2)), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(norm.moving_variance), features.var((0, 1, 2)),
+                               rtol=1e-3, atol=1e-6)
+    assert norm.momentum == 0.99  # restored for any further training
+    assert recalibrate_batchnorm(build("seed", 3), faces) == 0  # no BN: nothing to do
