@@ -84,7 +84,6 @@ def train(cfg: TrainConfig) -> dict:
     log.info("train %d, val %d (%s), test %s", len(train_s), len(val_s), val_how,
              len(test_s) if test_s else "none")
 
-    keras.utils.set_random_seed(cfg.seed)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(cfg.precision)
     try:
@@ -96,6 +95,19 @@ def train(cfg: TrainConfig) -> dict:
 def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
     work = cfg.resolved_work_dir()
     work.mkdir(parents=True, exist_ok=True)
+    history = work / "history.csv"
+    best = work / "best.weights.h5"
+    if not (work / "backup").exists():
+        # Nothing to resume: a finished earlier run's history and best epoch must not leak in.
+        history.unlink(missing_ok=True)
+        best.unlink(missing_ok=True)
+    # Keras backs up no random state, so a resumed run seeded as at epoch 0 would replay the first
+    # epochs' shuffle order and augmentation draws: the seed moves on with the epochs done.
+    done = _epochs_done(history) if history.is_file() else 0
+    seed = cfg.seed + done
+    if done:
+        log.info("resuming after %d epochs (seed %d)", done, seed)
+    keras.utils.set_random_seed(seed)
     model = build(cfg.arch, len(train_s.classes))
     init_card = _start_from(model, cfg, train_s.classes) if cfg.init else None
     steps = -(-len(train_s) // cfg.batch_size) * cfg.epochs
@@ -112,12 +124,6 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
                   keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                   metrics=["accuracy"])
 
-    history = work / "history.csv"
-    best = work / "best.weights.h5"
-    if not (work / "backup").exists():
-        # Nothing to resume: a finished earlier run's history and best epoch must not leak in.
-        history.unlink(missing_ok=True)
-        best.unlink(missing_ok=True)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work / "backup")),
         keras.callbacks.ModelCheckpoint(str(best), monitor="val_accuracy", mode="max",
@@ -128,7 +134,7 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
     ]
     started = time.time()
     model.fit(
-        _dataset(tf, train_s, cfg.batch_size, cfg.seed, shuffle=True),
+        _dataset(tf, train_s, cfg.batch_size, seed, shuffle=True),
         validation_data=_dataset(tf, val_s, 512, cfg.seed, shuffle=False),
         epochs=cfg.epochs,
         class_weight=class_weights(train_s.y, len(train_s.classes)) if cfg.class_weighting
@@ -205,7 +211,7 @@ def recalibrate_batchnorm(model, x: np.ndarray, batch_size: int = 256, seed: int
             layer.momentum = k / (k + 1)  # the moving value becomes the mean over batches so far
         for layer in model.layers[1:]:
             h = layer(h, training=isinstance(layer, bn))
-    for layer, momentum in zip(norms, momenta):
+    for layer, momentum in zip(norms, momenta, strict=True):
         layer.momentum = momentum
     return len(norms)
 

@@ -119,7 +119,9 @@ def test_killed_training_resumes_at_its_last_epoch(tmp_path):
     proc.wait()
     done_before = len(history.read_text().splitlines()) - 1
     assert 2 <= done_before < 6 and not out.exists()
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    resumed = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    # with new shuffle and augmentation draws, not a replay of the first epochs'
+    assert f"resuming after {done_before} epochs (seed {1337 + done_before})" in resumed.stderr
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(history))]
     assert epochs == list(range(6)), "resumed run repeats or skips epochs"
     assert json.loads(out.with_suffix(".json").read_text())["epochs_trained"] == 6
@@ -194,8 +196,8 @@ def test_recalibrated_batchnorm_holds_the_statistics_of_clean_faces():
     faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48, 1)).astype(np.uint8)
     # One batch: the first BN layer's statistics are exactly those of the first conv's outputs.
     assert recalibrate_batchnorm(model, faces, batch_size=64) == 11  # 10 convs + dense
-    conv = next(l for l in model.layers if isinstance(l, keras.layers.Conv2D))
-    norm = next(l for l in model.layers if isinstance(l, keras.layers.BatchNormalization))
+    conv = next(x for x in model.layers if isinstance(x, keras.layers.Conv2D))
+    norm = next(x for x in model.layers if isinstance(x, keras.layers.BatchNormalization))
     features = keras.Model(model.input, conv.output).predict(faces.astype(np.float32), verbose=0)
     np.testing.assert_allclose(np.asarray(norm.moving_mean), features.mean((0, 1, 2)), atol=1e-5)
     np.testing.assert_allclose(np.asarray(norm.moving_variance), features.var((0, 1, 2)),
