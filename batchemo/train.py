@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._tf import import_keras, import_tf
+from ._tf import import_keras
 from .config import TrainConfig, validate
 from .datasets import (
     Split,
@@ -53,12 +53,29 @@ def load_splits(cfg: TrainConfig, size: int) -> tuple[Split, Split, Split | None
     return train, val, test, how
 
 
-def _dataset(tf, split: Split, batch: int, seed: int, shuffle: bool):
-    n = len(split.classes)
-    ds = tf.data.Dataset.from_tensor_slices((split.x, tf.one_hot(split.y, n)))
-    if shuffle:
-        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+def _batches(keras, split: Split, batch: int, seed: int, shuffle: bool):
+    """The split as (faces, one-hot) numpy batches, reshuffled each epoch from `seed`: a
+    PyDataset, so training runs under any Keras backend (JAX on a GPU as well as TensorFlow)."""
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.onehot = np.eye(len(split.classes), dtype=np.float32)[split.y]
+            self.order = self.rng.permutation(len(split)) if shuffle else np.arange(len(split))
+
+        def __len__(self):
+            return -(-len(split) // batch)
+
+        def __getitem__(self, i):
+            idx = self.order[i * batch:(i + 1) * batch]
+            return split.x[idx], self.onehot[idx]
+
+        def on_epoch_end(self):
+            if shuffle:
+                self.order = self.rng.permutation(len(split))
+
+    return Batches()
 
 
 def _best_so_far(history: Path, key: str) -> float | None:
@@ -78,7 +95,7 @@ def train(cfg: TrainConfig) -> dict:
     validate(cfg)
     if cfg.data is None:
         raise DatasetError("no training data given (--data)")
-    tf, keras = import_tf(), import_keras()
+    keras = import_keras()
     size = INPUT_SIZE[cfg.arch]
     train_s, val_s, test_s, val_how = load_splits(cfg, size)
     log.info("train %d, val %d (%s), test %s", len(train_s), len(val_s), val_how,
@@ -87,12 +104,12 @@ def train(cfg: TrainConfig) -> dict:
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(cfg.precision)
     try:
-        return _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how)
+        return _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
-def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
+def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how) -> dict:
     work = cfg.resolved_work_dir()
     work.mkdir(parents=True, exist_ok=True)
     history = work / "history.csv"
@@ -134,13 +151,13 @@ def _fit_and_save(cfg, keras, tf, train_s, val_s, test_s, val_how) -> dict:
     ]
     started = time.time()
     model.fit(
-        _dataset(tf, train_s, cfg.batch_size, seed, shuffle=True),
-        validation_data=_dataset(tf, val_s, 512, cfg.seed, shuffle=False),
+        _batches(keras, train_s, cfg.batch_size, seed, shuffle=True),
+        validation_data=_batches(keras, val_s, 512, cfg.seed, shuffle=False),
         epochs=cfg.epochs,
         class_weight=class_weights(train_s.y, len(train_s.classes)) if cfg.class_weighting
         else None,
         callbacks=callbacks,
-        shuffle=False,  # the tf.data pipeline shuffles (seeded)
+        shuffle=False,  # Batches reshuffles each epoch (seeded)
         verbose=1 if sys.stdout.isatty() else 2,
     )
     if best.is_file():
