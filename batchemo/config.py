@@ -32,7 +32,8 @@ def _cache_dir() -> Path:
 @dataclass
 class TrainConfig:
     data: Path = opt(None, "Training data: a folder-per-class tree (root/<class>/*, or root/train/"
-                     "<class> with optional val/ and test/) or the FER2013 CSV.", short="-d")
+                     "<class> with optional val/ and test/), the FER2013 CSV, or an .npz written "
+                     "by batchemo.datasets.save_npz.", short="-d")
     out: Path = opt(Path("model.keras"), "Where to write the model artifact (.keras + .json card).",
                     short="-o")
     arch: str = opt("default", "Architecture: 'default' (48x48 VGG-BN) or 'seed' (the seed "

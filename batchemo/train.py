@@ -19,6 +19,7 @@ from .datasets import (
     class_weights,
     load_fer_csv,
     load_folder,
+    load_npz,
     stratified_split,
 )
 from .errors import ConfigError, DatasetError
@@ -32,11 +33,13 @@ def load_splits(cfg: TrainConfig, size: int) -> tuple[Split, Split, Split | None
     """(train, val, test or None, how validation was chosen) following the data protocol."""
     data = Path(cfg.data)
     classes = tuple(cfg.classes) or None
-    if data.suffix.lower() == ".csv":
-        s = load_fer_csv(data, size, classes)
+    if data.suffix.lower() in (".csv", ".npz"):
+        is_csv = data.suffix.lower() == ".csv"
+        s = load_fer_csv(data, size, classes) if is_csv else load_npz(data, size, classes)
         train = s["train"]
         if "val" in s:
-            return train, s["val"], s.get("test"), "the CSV's PublicTest rows"
+            return train, s["val"], s.get("test"), ("the CSV's PublicTest rows" if is_csv else
+                                                    f"the val split of {data.name}")
         train, val = stratified_split(train, cfg.val_split, cfg.seed)
         return train, val, s.get("test"), f"a stratified {cfg.val_split:.0%} of Training (seeded)"
     root = data / "train" if (data / "train").is_dir() else data

@@ -8,6 +8,8 @@ from batchemo.datasets import (
     class_weights,
     load_fer_csv,
     load_folder,
+    load_npz,
+    save_npz,
     stratified_split,
 )
 from batchemo.errors import DatasetError
@@ -102,3 +104,25 @@ def test_stratified_split_is_seeded_and_keeps_every_class(tmp_path):
 def test_class_weights_lift_rare_classes():
     w = class_weights(np.array([0] * 90 + [1] * 10), 2)
     assert w[1] == pytest.approx(np.sqrt(100 / 20)) and w[0] == pytest.approx(np.sqrt(100 / 180))
+
+
+def test_npz_round_trip_keeps_splits_and_selects_classes(tmp_path):
+    from batchemo import TrainConfig
+    from batchemo.train import load_splits
+
+    train = load_folder(write_tree(tmp_path / "train", {"happy": 3, "sad": 2, "angry": 2}), 48)
+    val = load_folder(write_tree(tmp_path / "val", {"happy": 1, "sad": 1, "angry": 1}, seed=1), 48)
+    path = save_npz(tmp_path / "faces.npz", {"train": train, "val": val})
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically
+    back = load_npz(path, 48)
+    assert set(back) == {"train", "val"} and back["train"].classes == train.classes
+    np.testing.assert_array_equal(back["train"].x, train.x)
+    assert back["train"].names == train.names and back["train"].fingerprint() == train.fingerprint()
+    sub = load_npz(path, 96, classes=("sad", "happy"))["train"]
+    assert sub.classes == ("sad", "happy") and np.bincount(sub.y).tolist() == [2, 3]
+    assert sub.x.shape == (5, 96, 96, 1)  # resized for an architecture with a larger input
+    tr, va, te, how = load_splits(TrainConfig(data=path), 48)
+    assert len(tr) == 7 and len(va) == 3 and te is None and how == "the val split of faces.npz"
+    (tmp_path / "bad.npz").write_text("not numpy")
+    with pytest.raises(DatasetError, match="not a dataset written by save_npz"):
+        load_npz(tmp_path / "bad.npz", 48)
