@@ -23,11 +23,13 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 INPUT_SIZE = {"default": 48, "seed": 128}
 
 
-def build(arch: str, n_classes: int, augment: bool = True):
+def build(arch: str, n_classes: int, augment: str = "layers"):
     """A Keras model taking (size, size, 1) uint8-range grayscale and returning class probabilities.
 
     Preprocessing (rescaling) and training-time augmentation are layers of the model, so inference
-    needs nothing outside it; the augmentation layers are identity at inference.
+    needs nothing outside it; the augmentation layers are identity at inference and hold no
+    weights. `augment` ('default' only): "layers" (Keras's), "gather" (augment.FaceAugment).
+    Artifacts are saved with "layers", so they load without batchemo's custom layer.
     """
     keras = import_keras()
     layers = keras.layers
@@ -43,11 +45,17 @@ def build(arch: str, n_classes: int, augment: bool = True):
         x = layers.Flatten()(x)
         x = layers.Dense(128, activation="relu")(x)
     elif arch == "default":
-        if augment:
+        if augment == "gather":
+            from .augment import FaceAugment
+
+            x = FaceAugment(rotation_deg=14.4, zoom=(-0.15, 0.1), shift=0.1)(x)
+        elif augment == "layers":
             x = layers.RandomFlip("horizontal")(x)
-            x = layers.RandomRotation(0.04, fill_mode="nearest")(x)  # about ±15°
+            x = layers.RandomRotation(0.04, fill_mode="nearest")(x)  # 0.04 turn = 14.4°
             x = layers.RandomZoom((-0.15, 0.1), fill_mode="nearest")(x)
             x = layers.RandomTranslation(0.1, 0.1, fill_mode="nearest")(x)
+        else:
+            raise ModelError(f"unknown augmentation {augment!r}; choose layers or gather")
         # VGG-style: 4 stages of conv-BN-ReLU, widths doubling as the map halves (48→24→12→6→3).
         for width, convs in ((32, 2), (64, 2), (128, 3), (256, 3)):
             for _ in range(convs):

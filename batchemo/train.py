@@ -128,7 +128,7 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how) -> dict:
     if done:
         log.info("resuming after %d epochs (seed %d)", done, seed)
     keras.utils.set_random_seed(seed)
-    model = build(cfg.arch, len(train_s.classes))
+    model = build(cfg.arch, len(train_s.classes), cfg.augment)
     init_card = _start_from(model, cfg, train_s.classes) if cfg.init else None
     steps = -(-len(train_s) // cfg.batch_size) * cfg.epochs
     lr = cfg.lr or 0.1

@@ -1,18 +1,22 @@
-"""Training throughput: images/s of the default architecture's training step, per precision and feed.
+"""Training throughput: images/s of the default architecture's training step, per precision,
+augmentation and feed.
 
     python bench/bench_train.py [--runs 5] [--steps 20] [--batch-size 128]
-                                [--precisions mixed_bfloat16 float32] [--feeds batches tfdata]
+                                [--precisions mixed_bfloat16 float32] [--augments layers gather]
+                                [--feeds batches tfdata]
 
 Random 48x48 faces (speed does not depend on the pixels) train `build("default", 7)` with the
-optimizer, loss and class weights `batchemo train` uses. Per precision and feed, one fit of
---steps steps warms up (graph tracing), then --runs fits of --steps steps each are timed; the
-median is printed as images/s. Feeds:
+optimizer, loss and class weights `batchemo train` uses. Per combination, one fit of --steps
+steps warms up (graph tracing), then --runs fits of --steps steps each are timed; the median is
+printed as images/s. Augments (`batchemo train --augment`): `layers` (Keras's RandomFlip,
+Rotation, Zoom, Translation) and `gather` (augment.FaceAugment, one batched resampling). Feeds:
 
   batches   train._batches: the numpy PyDataset `batchemo train` uses (runs under any backend)
   tfdata    tf.data from_tensor_slices + shuffle + batch + prefetch: TensorFlow's own pipeline,
             what `batchemo train` fed before (the baseline for the feed's cost)
 
-The last lines give each feed's speed relative to the first, per precision, in this invocation.
+The last lines give each combination's speed relative to the first one, per precision, measured
+in this invocation.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--precisions", nargs="+", default=["mixed_bfloat16", "float32"])
-    ap.add_argument("--feeds", nargs="+", default=["batches", "tfdata"],
-                    choices=["batches", "tfdata"])
+    ap.add_argument("--augments", nargs="+", default=["layers", "gather"],
+                    choices=["layers", "gather"])
+    ap.add_argument("--feeds", nargs="+", default=["batches"], choices=["batches", "tfdata"])
     args = ap.parse_args()
 
     from batchemo._tf import import_keras
@@ -58,12 +63,13 @@ def main() -> None:
         ds = tf.data.Dataset.from_tensor_slices((split.x, np.eye(7, dtype=np.float32)[split.y]))
         return ds.shuffle(n, seed=0).batch(args.batch_size).prefetch(tf.data.AUTOTUNE)
 
-    rates: dict[tuple[str, str], float] = {}
+    combos = [(a, f) for a in args.augments for f in args.feeds]
+    rates: dict[tuple[str, str, str], float] = {}
     for precision in args.precisions:
         keras.config.set_dtype_policy(precision)
-        for kind in args.feeds:
+        for augment, kind in combos:
             keras.utils.set_random_seed(0)
-            model = build("default", 7)
+            model = build("default", 7, augment)
             model.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
                           keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
             data, weights = feed(kind), class_weights(split.y, 7)
@@ -73,13 +79,14 @@ def main() -> None:
                 t = time.perf_counter()
                 model.fit(data, epochs=1, class_weight=weights, verbose=0)
                 times.append(time.perf_counter() - t)
-            rates[precision, kind] = n / median(times)
-            print(f"{precision:15s} {kind:8s} {rates[precision, kind]:7.0f} img/s "
-                  f"(median of {args.runs} x {args.steps} steps of {args.batch_size})", flush=True)
+            rates[precision, augment, kind] = n / median(times)
+            print(f"{precision:15s} {augment:7s} {kind:8s} {rates[precision, augment, kind]:7.0f}"
+                  f" img/s (median of {args.runs} x {args.steps} steps of {args.batch_size})",
+                  flush=True)
     for precision in args.precisions:
-        base = rates[precision, args.feeds[0]]
-        print(f"{precision}: " + ", ".join(f"{k} {rates[precision, k] / base:.2f}x"
-                                           for k in args.feeds) + f" (vs {args.feeds[0]})")
+        base = rates[(precision, *combos[0])]
+        print(f"{precision}: " + ", ".join(f"{a}/{f} {rates[precision, a, f] / base:.2f}x"
+                                           for a, f in combos) + f" (vs {'/'.join(combos[0])})")
 
 
 if __name__ == "__main__":

@@ -204,3 +204,12 @@ def test_recalibrated_batchnorm_holds_the_statistics_of_clean_faces():
                                rtol=1e-3, atol=1e-6)
     assert norm.momentum == 0.99  # restored for any further training
     assert recalibrate_batchnorm(build("seed", 3), faces) == 0  # no BN: nothing to do
+
+
+def test_gather_augmentation_trains_and_learns(tmp_path):
+    root = _faces_tree(tmp_path / "data")
+    cfg = TrainConfig(data=root, out=tmp_path / "g.keras", epochs=3, batch_size=16, lr=0.05,
+                      work_dir=tmp_path / "work", test_only="PrivateTest_*", augment="gather")
+    card = train(cfg)
+    assert card["config"]["augment"] == "gather" and card["test"]["accuracy"] > 0.5
+    assert load_model(card["path"]).classes == ("happy", "neutral", "sad")
