@@ -48,6 +48,8 @@ def test_shipped_job_files_are_valid(job):
     cfg = build_config(cls, job, {})
     if cls is C.TrainConfig:
         assert cfg.data and cfg.out and not str(cfg.test_only or "").startswith("PublicTest")
-    if job.name == "train-fer2013.toml":  # stage 2 continues stage 1's artifact
+    if job.name == "train-fer2013.toml":  # stage 3 continues stage 2, which continues stage 1
+        stage2 = build_config(C.TrainConfig, job.with_name("train-fer2013-stage2.toml"), {})
         stage1 = build_config(C.TrainConfig, job.with_name("train-fer2013-stage1.toml"), {})
-        assert cfg.init == stage1.out and cfg.out.name == "fer2013-default.keras"
+        assert cfg.init == stage2.out and stage2.init == stage1.out
+        assert cfg.out.name == "fer2013-default.keras"
