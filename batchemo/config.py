@@ -69,8 +69,9 @@ class TrainConfig:
                          choices=("float32", "mixed_bfloat16"))
     augment: str = opt("layers", "Training augmentation for 'default' (flip, rotation, zoom, "
                        "shift): Keras's preprocessing layers, or the same as one batched "
-                       "resampling (gather: one interpolation instead of three; runs at GPU "
-                       "speed under JAX, where the layers do not).", choices=("layers", "gather"))
+                       "resampling (gather: one interpolation instead of three, no per-image "
+                       "work; for GPU backends, where the layers ran at CPU speed).",
+                       choices=("layers", "gather"))
     seed: int = opt(1337, "Random seed (weights, shuffling, augmentation, splits).")
     work_dir: Path | None = opt(None, "Checkpoints and backups, so a killed training resumes "
                                 "(default: ~/.cache/batchemo/train/<out name>).")
