@@ -162,22 +162,23 @@ def save_npz(path: Path, splits: dict[str, Split]) -> Path:
 def load_npz(path: Path, size: int, classes: tuple[str, ...] | None = None) -> dict[str, Split]:
     """Read a `save_npz` file into {'train', 'val', 'test'} (those it holds), keeping `classes`."""
     try:
-        z = np.load(path)
-        stored = tuple(str(c) for c in z["classes"])
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        stored = tuple(str(c) for c in arrays["classes"])
     except (OSError, ValueError, KeyError) as e:
         raise DatasetError(f"{path}: not a dataset written by save_npz ({e})") from None
     names = _order_classes(set(stored), classes)
     remap = np.array([names.index(c) if c in names else -1 for c in stored])
     out = {}
     for k in ("train", "val", "test"):
-        if f"{k}_x" not in z:
+        if f"{k}_x" not in arrays:
             continue
-        y = remap[z[f"{k}_y"]]
+        y = remap[arrays[f"{k}_y"]]
         keep = y >= 0
-        x = z[f"{k}_x"][keep]
+        x = arrays[f"{k}_x"][keep]
         if x.shape[1:3] != (size, size):
             x = np.stack([_to_size(face[..., 0], size) for face in x])[..., None]
-        out[k] = Split(x, y[keep].astype(np.int32), names, z[f"{k}_names"][keep].tolist())
+        out[k] = Split(x, y[keep].astype(np.int32), names, arrays[f"{k}_names"][keep].tolist())
     if "train" not in out:
         raise DatasetError(f"{path}: no train split")
     return out

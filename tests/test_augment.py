@@ -36,12 +36,12 @@ def test_zoom_in_is_bilinear_about_the_centre():
 
 def test_layer_is_identity_at_inference_and_random_in_training(faces):
     np.testing.assert_array_equal(np.asarray(FaceAugment(seed=1)(faces, training=False)), faces)
+    many = np.repeat(faces, 16, axis=0)
     flips_only = np.asarray(FaceAugment(rotation_deg=0, zoom=(0, 0), shift=0, seed=1)(
-        np.repeat(faces, 16, axis=0), training=True))
+        many, training=True))
     mirrored = [np.allclose(a, f[:, ::-1], atol=1e-3) and not np.allclose(a, f, atol=1e-3)
-                for a, f in zip(flips_only, np.repeat(faces, 16, axis=0), strict=True)]
-    kept = [np.allclose(a, f, atol=1e-3) for a, f in zip(flips_only, np.repeat(faces, 16, axis=0),
-                                                         strict=True)]
+                for a, f in zip(flips_only, many, strict=True)]
+    kept = [np.allclose(a, f, atol=1e-3) for a, f in zip(flips_only, many, strict=True)]
     assert all(m or k for m, k in zip(mirrored, kept, strict=True)) and any(mirrored) and any(kept)
     out = np.asarray(FaceAugment(seed=1)(faces, training=True))
     assert not np.allclose(out, faces) and faces.min() <= out.min() and out.max() <= faces.max()
