@@ -54,6 +54,13 @@ class TrainConfig:
     init: Path | None = opt(None, "Start from the weights of this artifact (same architecture and "
                             "classes) to continue or fine-tune it; its card is recorded in the "
                             "new one.")
+    teachers: list[Path] = opt([], "Distil from these artifacts (same classes and input size; "
+                               "repeat for several): the student learns from their mean "
+                               "prediction on the same augmented face, mixed with the labels "
+                               "by --distill. They run frozen, beside the student.",
+                               multiple=True)
+    distill: float = opt(0.75, "With --teachers: the teachers' share of the training target "
+                         "(the rest is the smoothed label).", min=0.0, max=1.0)
     epochs: int = opt(45, "Training epochs (the cosine learning-rate schedule spans them all).",
                       min=1, max=10000)
     batch_size: int = opt(128, "Training batch size.", min=1, max=4096)

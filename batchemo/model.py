@@ -28,8 +28,8 @@ def build(arch: str, n_classes: int, augment: str = "layers"):
 
     Preprocessing (rescaling) and training-time augmentation are layers of the model, so inference
     needs nothing outside it; the augmentation layers are identity at inference and hold no
-    weights. `augment` ('default' only): "layers" (Keras's), "gather" (augment.FaceAugment).
-    Artifacts are saved with "layers", so they load without batchemo's custom layer.
+    weights. `augment` ('default' only): see `augmentation`. Artifacts are saved with "layers", so
+    they load without batchemo's custom layer.
     """
     keras = import_keras()
     layers = keras.layers
@@ -45,17 +45,8 @@ def build(arch: str, n_classes: int, augment: str = "layers"):
         x = layers.Flatten()(x)
         x = layers.Dense(128, activation="relu")(x)
     elif arch == "default":
-        if augment == "gather":
-            from .augment import FaceAugment
-
-            x = FaceAugment(rotation_deg=14.4, zoom=(-0.15, 0.1), shift=0.1)(x)
-        elif augment == "layers":
-            x = layers.RandomFlip("horizontal")(x)
-            x = layers.RandomRotation(0.04, fill_mode="nearest")(x)  # 0.04 turn = 14.4°
-            x = layers.RandomZoom((-0.15, 0.1), fill_mode="nearest")(x)
-            x = layers.RandomTranslation(0.1, 0.1, fill_mode="nearest")(x)
-        else:
-            raise ModelError(f"unknown augmentation {augment!r}; choose layers or gather")
+        for layer in augmentation(augment):
+            x = layer(x)
         # VGG-style: 4 stages of conv-BN-ReLU, widths doubling as the map halves (48→24→12→6→3).
         for width, convs in ((32, 2), (64, 2), (128, 3), (256, 3)):
             for _ in range(convs):
@@ -73,6 +64,25 @@ def build(arch: str, n_classes: int, augment: str = "layers"):
         raise ModelError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
     return keras.Model(inputs, outputs, name=f"batchemo_{arch}")
+
+
+def augmentation(augment: str) -> list:
+    """The training-time augmentation layers (flip, rotation, zoom, shift; identity at
+    inference): "layers" (Keras's), "gather" (the same as one resampling, augment.FaceAugment) or
+    "none" (for a model whose inputs are augmented outside it, as in distillation)."""
+    layers = import_keras().layers
+    if augment == "gather":
+        from .augment import FaceAugment
+
+        return [FaceAugment(rotation_deg=14.4, zoom=(-0.15, 0.1), shift=0.1)]
+    if augment == "layers":
+        return [layers.RandomFlip("horizontal"),
+                layers.RandomRotation(0.04, fill_mode="nearest"),  # 0.04 turn = 14.4°
+                layers.RandomZoom((-0.15, 0.1), fill_mode="nearest"),
+                layers.RandomTranslation(0.1, 0.1, fill_mode="nearest")]
+    if augment == "none":
+        return []
+    raise ModelError(f"unknown augmentation {augment!r}; choose layers, gather or none")
 
 
 @dataclass

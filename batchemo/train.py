@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
 import shutil
 import sys
@@ -24,7 +25,7 @@ from .datasets import (
 )
 from .errors import ConfigError, DatasetError
 from .evaluate import score
-from .model import INPUT_SIZE, build, float32_copy, load_model, save_artifact
+from .model import ARCHS, INPUT_SIZE, augmentation, build, float32_copy, load_model, save_artifact
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,11 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how) -> dict:
     if done:
         log.info("resuming after %d epochs (seed %d)", done, seed)
     keras.utils.set_random_seed(seed)
-    model = build(cfg.arch, len(train_s.classes), cfg.augment)
+    # A distilled student sees faces augmented outside it, so its teachers see the same ones.
+    model = build(cfg.arch, len(train_s.classes), "none" if cfg.teachers else cfg.augment)
     init_card = _start_from(model, cfg, train_s.classes) if cfg.init else None
+    fitted, teacher_cards = (_distiller(keras, model, cfg, train_s.classes) if cfg.teachers
+                             else (model, None))
     steps = -(-len(train_s) // cfg.batch_size) * cfg.epochs
     lr = cfg.lr or 0.1
     if cfg.arch == "seed":
@@ -140,9 +144,10 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how) -> dict:
             lr / 10, steps - warmup, alpha=0.0, warmup_target=lr, warmup_steps=warmup)
         optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
                                          weight_decay=cfg.weight_decay)
-    model.compile(optimizer,
-                  keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                  metrics=["accuracy"])
+    fitted.compile(optimizer,
+                   keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                   loss_weights=[1 - cfg.distill] if cfg.teachers else None,
+                   metrics=["accuracy"])
 
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work / "backup")),
@@ -153,7 +158,7 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how) -> dict:
         keras.callbacks.CSVLogger(str(history), append=True),
     ]
     started = time.time()
-    model.fit(
+    fitted.fit(
         _batches(keras, train_s, cfg.batch_size, seed, shuffle=True),
         validation_data=_batches(keras, val_s, 512, cfg.seed, shuffle=False),
         epochs=cfg.epochs,
@@ -164,9 +169,11 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how) -> dict:
         verbose=1 if sys.stdout.isatty() else 2,
     )
     if best.is_file():
-        model.load_weights(str(best))
+        fitted.load_weights(str(best))  # the student shares its layers with `fitted`
     return finish(cfg, model, train_s, val_s, test_s, val_how, history,
                   {"initialised_from": init_card,
+                   "distilled_from": teacher_cards and {"weight": cfg.distill,
+                                                        "teachers": teacher_cards},
                    "train_seconds_this_call": round(time.time() - started, 1)})
 
 
@@ -183,8 +190,7 @@ def finish(cfg: TrainConfig, model, train_s: Split, val_s: Split, test_s: Split 
         "preprocessing": "grayscale face crop resized to input_size (INTER_AREA); /255 in-model",
         "tta": cfg.tta,
         "seed": cfg.seed,
-        "config": {k: (str(v) if isinstance(v, Path) else v)
-                   for k, v in dataclasses.asdict(cfg).items()},
+        "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
         "training_data": {"source": str(cfg.data), "n_train": len(train_s),
                           "fingerprint": train_s.fingerprint(),
                           "class_counts": np.bincount(train_s.y).tolist()},
@@ -236,6 +242,52 @@ def recalibrate_batchnorm(model, x: np.ndarray, batch_size: int = 256, seed: int
     return len(norms)
 
 
+def _distiller(keras, student, cfg: TrainConfig, classes: tuple[str, ...]):
+    """(a model training `student`, the teachers' cards). The faces are augmented once and fed
+    to the student and to the frozen teachers, so the target is (1 - distill) x the smoothed label
+    + distill x the teachers' mean prediction on the very face the student sees."""
+    ops = keras.ops
+    teachers, cards = [], []
+    for i, path in enumerate(cfg.teachers):
+        source = load_model(path)
+        if source.meta.get("arch") not in ARCHS:
+            raise ConfigError(f"--teachers {path}: not one of batchemo's architectures")
+        if source.classes != tuple(classes) or source.input_size != INPUT_SIZE[cfg.arch]:
+            raise ConfigError(f"--teachers {path}: it takes {source.input_size}px faces of "
+                              f"classes {', '.join(source.classes)}; this training takes "
+                              f"{INPUT_SIZE[cfg.arch]}px faces of {', '.join(classes)}")
+        # Rebuilt without augmentation layers, in the training precision: as loaded (Keras's
+        # augmentation layers inside, float32) a JAX step on an H200 took 1.06 s, rebuilt 6.8 ms.
+        teacher = build(source.meta["arch"], len(classes), "none")
+        teacher.set_weights(source.keras_model.get_weights())
+        teacher.trainable = False
+        teacher.name = f"teacher_{i}"  # every build is named batchemo_<arch>
+        teachers.append(teacher)
+        cards.append(_provenance(source.meta))
+
+    class Distil(keras.layers.Layer):
+        """Passes the student's probabilities on; adds distill x cross-entropy to the guess."""
+
+        def call(self, probs, guess):
+            guess = ops.stop_gradient(ops.cast(guess, "float32"))
+            ce = keras.losses.categorical_crossentropy(guess, ops.cast(probs, "float32"))
+            self.add_loss(cfg.distill * ops.mean(ce))
+            return probs
+
+    inputs = keras.Input(student.input_shape[1:], name="face")
+    x = inputs
+    for layer in augmentation(cfg.augment if cfg.arch == "default" else "none"):
+        x = layer(x)
+    guess = ops.mean(ops.stack([t(x, training=False) for t in teachers]), axis=0)
+    return keras.Model(inputs, Distil(dtype="float32")(student(x), guess)), cards
+
+
+def _provenance(meta: dict) -> dict:
+    keep = ("model_id", "arch", "classes", "seed", "epochs_trained", "validation", "test",
+            "initialised_from", "distilled_from")
+    return {k: meta[k] for k in keep if k in meta}
+
+
 def _start_from(model, cfg: TrainConfig, classes: tuple[str, ...]) -> dict:
     """Copy an artifact's weights into `model`; returns its card (for provenance)."""
     source = load_model(cfg.init)
@@ -245,9 +297,7 @@ def _start_from(model, cfg: TrainConfig, classes: tuple[str, ...]) -> dict:
                            f"{', '.join(source.classes)}; this training is {cfg.arch!r} on "
                            f"{', '.join(classes)}")
     model.set_weights(source.keras_model.get_weights())
-    keep = ("model_id", "arch", "classes", "seed", "epochs_trained", "validation", "test",
-            "initialised_from")
-    return {k: source.meta[k] for k in keep if k in source.meta}
+    return _provenance(source.meta)
 
 
 def _epochs_done(history: Path) -> int:

@@ -213,3 +213,25 @@ def test_gather_augmentation_trains_and_learns(tmp_path):
     card = train(cfg)
     assert card["config"]["augment"] == "gather" and card["test"]["accuracy"] > 0.5
     assert load_model(card["path"]).classes == ("happy", "neutral", "sad")
+
+
+def test_distillation_follows_the_teachers_not_the_labels(trained, tmp_path):
+    from batchemo.errors import ConfigError
+
+    cfg, teacher = trained
+    # The same faces with happy and sad labels swapped: a student taught only by the (correct)
+    # teacher must still tell them apart the right way round on the unswapped test faces.
+    root = _faces_tree(tmp_path / "data")
+    train_dir = root / "train"
+    (train_dir / "Happiness").rename(train_dir / "tmp")
+    (train_dir / "Sadness").rename(train_dir / "Happiness")
+    (train_dir / "tmp").rename(train_dir / "Sadness")
+    student = train(TrainConfig(data=root, out=tmp_path / "s.keras", epochs=3, batch_size=16,
+                                lr=0.05, work_dir=tmp_path / "w", test_only="PrivateTest_*",
+                                teachers=[cfg.out], distill=1.0))
+    assert student["distilled_from"]["weight"] == 1.0
+    assert student["distilled_from"]["teachers"][0]["model_id"] == teacher["model_id"]
+    assert student["test"]["accuracy"] > 0.6, student["test"]
+    with pytest.raises(ConfigError, match="--teachers .* classes happy, neutral, sad"):
+        train(TrainConfig(data=root, out=tmp_path / "x.keras", epochs=1, teachers=[cfg.out],
+                          classes=["happy", "sad"], work_dir=tmp_path / "w2"))
