@@ -48,8 +48,11 @@ def test_shipped_job_files_are_valid(job):
     cfg = build_config(cls, job, {})
     if cls is C.TrainConfig:
         assert cfg.data and cfg.out and not str(cfg.test_only or "").startswith("PublicTest")
-    if job.name == "train-fer2013.toml":  # stage 3 continues stage 2, which continues stage 1
-        stage2 = build_config(C.TrainConfig, job.with_name("train-fer2013-stage2.toml"), {})
-        stage1 = build_config(C.TrainConfig, job.with_name("train-fer2013-stage1.toml"), {})
-        assert cfg.init == stage2.out and stage2.init == stage1.out
+    if job.name == "train-fer2013.toml":  # the chain: stage 1 → 2 → 3 → (+ teachers) → student
+        stage = {n: build_config(C.TrainConfig, job.with_name(f"train-fer2013-stage{n}.toml"), {})
+                 for n in (1, 2, 3)}
+        teacher = build_config(C.TrainConfig, job.with_name("train-fer2013-teacher.toml"), {})
+        assert stage[2].init == stage[1].out and stage[3].init == stage[2].out
+        assert cfg.init == stage[3].out and stage[3].out in cfg.teachers
+        assert teacher.out in cfg.teachers and len(cfg.teachers) == 5 and not teacher.init
         assert cfg.out.name == "fer2013-default.keras"
