@@ -283,9 +283,16 @@ def _distiller(keras, student, cfg: TrainConfig, classes: tuple[str, ...]):
 
 
 def _provenance(meta: dict) -> dict:
-    keep = ("model_id", "arch", "classes", "seed", "epochs_trained", "validation", "test",
-            "initialised_from", "distilled_from")
-    return {k: meta[k] for k in keep if k in meta}
+    """What a card records of an artifact it started from or learnt from: its identity, its
+    headline metrics (the full ones are in its own card) and, in turn, its provenance."""
+    keep = ("model_id", "arch", "classes", "seed", "epochs_trained", "initialised_from",
+            "distilled_from")
+    out = {k: meta[k] for k in keep if k in meta}
+    for split in ("validation", "test"):
+        if split in meta:
+            out[split] = {k: meta[split][k] for k in ("n", "accuracy", "macro_f1", "split")
+                          if k in meta[split]}
+    return out
 
 
 def _start_from(model, cfg: TrainConfig, classes: tuple[str, ...]) -> dict:
