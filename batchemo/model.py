@@ -115,17 +115,17 @@ def float32_copy(model, arch: str, n_classes: int):
 
     A bf16 policy inside the file would slow CPUs without AMX, and the copy has no optimizer.
     """
-    return _copy_with_policy(model, arch, n_classes, "float32")
+    return rebuild(model, arch, n_classes, "float32")
 
 
-def _copy_with_policy(model, arch: str, n_classes: int, policy: str):
-    """`build(arch)` under the dtype `policy`, holding `model`'s weights (ValueError if the
-    layers differ)."""
+def rebuild(model, arch: str, n_classes: int, policy: str, augment: str = "layers"):
+    """`build(arch, augment=augment)` under the dtype `policy`, holding `model`'s weights
+    (ValueError if the layers differ)."""
     keras = import_keras()
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
-        copy = build(arch, n_classes)
+        copy = build(arch, n_classes, augment)
     finally:
         keras.config.set_dtype_policy(previous)
     copy.set_weights(model.get_weights())
@@ -233,7 +233,7 @@ def _bfloat16_copy(km, arch: str, n_classes: int):
     """Same weights in a mixed_bfloat16 model (bf16 compute, float32 variables and softmax), or
     None where the artifact's layers differ from today's `build` (an older artifact)."""
     try:
-        return _copy_with_policy(km, arch, n_classes, "mixed_bfloat16")
+        return rebuild(km, arch, n_classes, "mixed_bfloat16")
     except ValueError:
         return None
 

@@ -25,7 +25,16 @@ from .datasets import (
 )
 from .errors import ConfigError, DatasetError
 from .evaluate import score
-from .model import ARCHS, INPUT_SIZE, augmentation, build, float32_copy, load_model, save_artifact
+from .model import (
+    ARCHS,
+    INPUT_SIZE,
+    augmentation,
+    build,
+    float32_copy,
+    load_model,
+    rebuild,
+    save_artifact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +267,8 @@ def _distiller(keras, student, cfg: TrainConfig, classes: tuple[str, ...]):
                               f"{INPUT_SIZE[cfg.arch]}px faces of {', '.join(classes)}")
         # Rebuilt without augmentation layers, in the training precision: as loaded (Keras's
         # augmentation layers inside, float32) a JAX step on an H200 took 1.06 s, rebuilt 6.8 ms.
-        teacher = build(source.meta["arch"], len(classes), "none")
-        teacher.set_weights(source.keras_model.get_weights())
+        teacher = rebuild(source.keras_model, source.meta["arch"], len(classes),
+                          keras.config.dtype_policy().name, augment="none")
         teacher.trainable = False
         teacher.name = f"teacher_{i}"  # every build is named batchemo_<arch>
         teachers.append(teacher)
