@@ -30,10 +30,25 @@ def square_box(box: FaceBox, margin: float, width: int, height: int) -> tuple[in
     return max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
 
 
+# Crops are turned so the eyes are level (FER2013's faces are upright) once the eye line tilts
+# more than this; below it a turn would only resample the pixels.
+LEVEL_MIN_DEG = 2.0
+
+
+def eye_tilt(box: FaceBox) -> float:
+    """Degrees the eye line is turned from level (positive: the person's left eye, on the right of
+    the image, sits lower), from BlazeFace's first two landmarks; 0 without landmarks."""
+    if box.landmarks is None or len(box.landmarks) < 2:
+        return 0.0
+    (rx, ry), (lx, ly) = box.landmarks[0], box.landmarks[1]
+    return float(np.degrees(np.arctan2(ly - ry, lx - rx))) if lx != rx or ly != ry else 0.0
+
+
 def face_crop(
     image_bgr: np.ndarray, box: FaceBox, size: int = 48, margin: float = CROP_MARGIN
 ) -> np.ndarray:
-    """The face as model input: a (size, size, 1) uint8 grayscale square crop (see square_box).
+    """The face as model input: a (size, size, 1) uint8 grayscale square crop (see square_box),
+    turned about the box centre so the eyes are level when the detector gives eye landmarks.
 
     Raises ValueError if the box lies outside the image.
     """
@@ -42,6 +57,9 @@ def face_crop(
     cx0, cy0, cx1, cy1 = square_box(box, margin, w, h)
     if cx1 <= cx0 or cy1 <= cy0:
         raise ValueError(f"box {box.x},{box.y},{box.w}x{box.h} lies outside the {w}x{h} image")
+    tilt = eye_tilt(box)
+    if abs(tilt) > LEVEL_MIN_DEG:
+        return _level_crop(image_bgr, tilt, x0, y0, side, size)
     region = image_bgr[cy0:cy1, cx0:cx1]
     if region.ndim == 3 and region.shape[2] == 3:
         gray = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
@@ -55,3 +73,24 @@ def face_crop(
     # The same interpolation as datasets.py uses for training images.
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     return cv2.resize(gray, (size, size), interpolation=interp)[:, :, None]
+
+
+def _level_crop(image_bgr: np.ndarray, tilt: float, x0: int, y0: int, side: int,
+                size: int) -> np.ndarray:
+    # Turn the square about its centre by `tilt` (one linear resampling at the source's scale),
+    # then shrink as unturned crops are; outside the image the edge pixels repeat, as above.
+    h, w = image_bgr.shape[:2]
+    centre = (x0 + side / 2, y0 + side / 2)
+    m = cv2.getRotationMatrix2D(centre, tilt, 1.0)
+    m[:, 2] -= (x0, y0)  # output pixel (0, 0) is the square's corner
+    # Only the neighbourhood of the square is converted to grey (a 4K frame stays cheap).
+    reach = int(side * 0.75) + 2
+    bx0, by0 = max(int(centre[0]) - reach, 0), max(int(centre[1]) - reach, 0)
+    region = image_bgr[by0:min(int(centre[1]) + reach, h), bx0:min(int(centre[0]) + reach, w)]
+    gray = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY) if region.ndim == 3 else region.reshape(
+        region.shape[:2])
+    m[:, 2] += m[:, :2] @ (bx0, by0)
+    turned = cv2.warpAffine(gray, m, (side, side), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(turned, (size, size), interpolation=interp)[:, :, None]

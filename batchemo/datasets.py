@@ -184,6 +184,65 @@ def load_npz(path: Path, size: int, classes: tuple[str, ...] | None = None) -> d
     return out
 
 
+def vote_counts(path: Path, split: Split) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(counts (N, columns), column labels) from a votes CSV (`file` plus one count column per
+    label, such as FER+'s `ferplus_votes.csv`), aligned with `split`. Column names go through
+    ALIASES (`happiness` → happy); every column after `file` that holds numbers counts, other
+    labels too (contempt, unknown, NF). A `file` matches a face whose relative path it ends
+    with; faces without a row (or with an empty one) get NaN rows."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            fields = reader.fieldnames or []
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read votes ({e.strerror})") from None
+    known = set(ALIASES.values()) | {"contempt", "unknown", "nf"}
+    columns = [f for f in fields if canonical_label(f) in known]
+    if "file" not in fields or not any(canonical_label(f) in split.classes for f in columns):
+        raise DatasetError(f"{path}: a votes CSV needs a `file` column and a count column per "
+                           f"class (found {', '.join(fields)})")
+    by_tail: dict[str, dict | None] = {}
+    for row in rows:  # every tail of the path, so `train/angry/x.jpg` matches `angry/x.jpg`
+        parts = Path(row["file"]).parts
+        for i in range(len(parts)):
+            tail = "/".join(parts[i:])
+            by_tail[tail] = None if tail in by_tail else row  # an ambiguous tail matches nothing
+    out = np.full((len(split), len(columns)), np.nan, np.float32)
+    for n, name in enumerate(split.names):
+        row = by_tail.get(Path(name).as_posix())
+        if row is not None and all(row[c] != "" for c in columns):
+            out[n] = [float(row[c]) for c in columns]
+    return out, tuple(canonical_label(c) for c in columns)
+
+
+def load_votes(path: Path, split: Split) -> np.ndarray:
+    """Per-face label distributions over `split.classes` from a votes CSV (see vote_counts),
+    rows summing to 1; votes for other labels are left out. NaN rows where a face has no votes
+    for the split's classes (callers fall back to its label)."""
+    counts, labels = vote_counts(path, split)
+    votes = np.stack([counts[:, labels.index(c)] if c in labels else np.zeros(len(split))
+                      for c in split.classes], axis=1)
+    total = votes.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, votes / total, np.nan).astype(np.float32)
+
+
+def majority_labels(path: Path, split: Split) -> np.ndarray:
+    """Each face's majority vote as an index into `split.classes`, or -1 where there is none: no
+    votes, a tie for the top, or a majority for a label outside the classes (FER+'s contempt,
+    unknown, not-a-face)."""
+    counts, labels = vote_counts(path, split)
+    out = np.full(len(split), -1, np.int32)
+    for n, row in enumerate(counts):
+        if np.isnan(row).any() or row.max() <= 0 or (row == row.max()).sum() > 1:
+            continue
+        top = labels[int(row.argmax())]
+        out[n] = split.classes.index(top) if top in split.classes else -1
+    return out
+
+
 def stratified_split(data: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """Hold out `fraction` of every class (seeded); returns (train, val)."""
     rng = np.random.default_rng(seed)

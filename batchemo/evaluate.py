@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import EvaluateConfig, validate
-from .datasets import Split, load_fer_csv, load_folder
+from .datasets import Split, load_fer_csv, load_folder, majority_labels
 from .errors import DatasetError
 from .model import LoadedModel, load_model
 
@@ -63,7 +63,21 @@ def score(model, split: Split, batch_size: int = 256, tta: bool = False) -> dict
                            f"(model classes: {', '.join(model_classes)})")
     y_true = np.array([model_classes.index(split.classes[y]) for y in split.y], np.int64)
     probs = predict_probs(model, split.x, batch_size, tta)
-    return metrics(y_true, probs.argmax(1), model_classes)
+    return {**metrics(y_true, probs.argmax(1), model_classes),
+            "ece": calibration_error(probs, y_true),
+            "predicted_share": dict(zip(model_classes, np.round(np.bincount(
+                probs.argmax(1), minlength=len(model_classes)) / max(len(probs), 1), 4).tolist(),
+                strict=True))}
+
+
+def calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: |accuracy − mean confidence| over `bins` equal-width bins of
+    top-class confidence, weighted by the faces in each bin."""
+    confidence, correct = probs.max(1), probs.argmax(1) == y_true
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    gap = sum(abs(correct[which == b].mean() - confidence[which == b].mean()) * (which == b).sum()
+              for b in range(bins) if (which == b).any())
+    return float(gap / max(len(probs), 1))
 
 
 def _plot_confusion(report: dict, path: Path) -> None:
@@ -105,8 +119,40 @@ def write_report(report: dict, out: Path) -> None:
     _plot_confusion(report, out / "confusion.png")
 
 
+def degrade(x: np.ndarray, condition: str) -> np.ndarray:
+    """Faces (N, S, S, 1) uint8 degraded as `condition` says, steps joined by '+': 'Npx'
+    downscales each to NxN (INTER_AREA) and back (INTER_LINEAR); 'jpegQ' encodes and decodes it
+    as JPEG at quality Q (OpenCV)."""
+    import cv2
+
+    out = x[..., 0].copy()
+    size = x.shape[1]
+    for step in condition.split("+"):
+        for i, face in enumerate(out):
+            if step.endswith("px"):
+                low = cv2.resize(face, (int(step[:-2]),) * 2, interpolation=cv2.INTER_AREA)
+                out[i] = cv2.resize(low, (size, size), interpolation=cv2.INTER_LINEAR)
+            elif step.startswith("jpeg"):
+                _, data = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, int(step[4:])])
+                out[i] = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+            else:
+                raise DatasetError(f"unknown degradation {step!r} (expected e.g. 16px or jpeg30)")
+    return out[..., None]
+
+
+def _votes_for(cfg: EvaluateConfig) -> Path:
+    if cfg.votes:
+        return Path(cfg.votes)
+    for folder in (Path(cfg.data), *Path(cfg.data).resolve().parents[:2]):
+        if (folder / "ferplus_votes.csv").is_file():
+            return folder / "ferplus_votes.csv"
+    raise DatasetError(f"--labels ferplus: no ferplus_votes.csv in {cfg.data} or above it; "
+                       "give one with --votes")
+
+
 def evaluate(cfg: EvaluateConfig) -> dict:
-    """Score a model artifact on labelled data; write the report files when `cfg.out` is set."""
+    """Score a model artifact on labelled data (clean, then under each --degrade condition);
+    write the report files when `cfg.out` is set."""
     validate(cfg)
     if cfg.data is None:
         raise DatasetError("no data given (--data)")
@@ -117,9 +163,28 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         split = splits.get("test") or splits["train"]
     else:
         split = load_folder(data, model.input_size, only=cfg.only)
+    left_out = 0
+    if cfg.labels == "ferplus":
+        y = majority_labels(_votes_for(cfg), split)
+        left_out = int((y < 0).sum())
+        split = Split(split.x[y >= 0], y[y >= 0], split.classes,
+                      [n for n, k in zip(split.names, y >= 0, strict=True) if k])
     report = score(model, split, cfg.batch_size, cfg.tta)
+    report["degraded"] = {}
+    for condition in cfg.degrade:
+        r = score(model, Split(degrade(split.x, condition), split.y, split.classes, split.names),
+                  cfg.batch_size, cfg.tta)
+        growth = {c: r["predicted_share"][c] / report["predicted_share"][c]
+                  for c in r["predicted_share"] if report["predicted_share"][c] > 0}
+        top = max(growth, key=growth.get)
+        report["degraded"][condition] = {
+            "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "ece": r["ece"],
+            "kept": r["accuracy"] / report["accuracy"] if report["accuracy"] else 0.0,
+            "predicted_share": r["predicted_share"],
+            "largest_share_growth": {"class": top, "ratio": round(growth[top], 3)}}
     report.update(model=str(model.path), model_id=model.model_id, data=str(data), only=cfg.only,
-                  tta=cfg.tta, precision=model.precision)
+                  tta=cfg.tta, precision=model.precision, labels=cfg.labels,
+                  left_out=left_out)
     if cfg.out:
         write_report(report, Path(cfg.out))
     return report

@@ -171,7 +171,10 @@ def _tf_version() -> str | None:
 
 
 def native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), per Linux's flags."""
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), per Linux's flags.
+    BATCHEMO_NO_BF16=1 says no, to reproduce a CPU without it."""
+    if os.environ.get("BATCHEMO_NO_BF16", "") not in ("", "0"):
+        return False
     return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 

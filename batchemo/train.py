@@ -21,10 +21,11 @@ from .datasets import (
     load_fer_csv,
     load_folder,
     load_npz,
+    load_votes,
     stratified_split,
 )
 from .errors import ConfigError, DatasetError
-from .evaluate import score
+from .evaluate import predict_probs, score
 from .model import (
     ARCHS,
     INPUT_SIZE,
@@ -32,6 +33,7 @@ from .model import (
     build,
     float32_copy,
     load_model,
+    native_bfloat16,
     rebuild,
     save_artifact,
 )
@@ -66,15 +68,17 @@ def load_splits(cfg: TrainConfig, size: int) -> tuple[Split, Split, Split | None
     return train, val, test, how
 
 
-def _batches(keras, split: Split, batch: int, seed: int, shuffle: bool):
-    """The split as (faces, one-hot) numpy batches, reshuffled each epoch from `seed`: a
-    PyDataset, so training runs under any Keras backend (JAX on a GPU as well as TensorFlow)."""
+def _batches(keras, split: Split, batch: int, seed: int, shuffle: bool, targets=None):
+    """The split as (faces, target) numpy batches, reshuffled each epoch from `seed`: a
+    PyDataset, so training runs under any Keras backend (JAX on a GPU as well as TensorFlow).
+    Targets are one-hot labels unless given (N, classes)."""
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__()
             self.rng = np.random.default_rng(seed)
-            self.onehot = np.eye(len(split.classes), dtype=np.float32)[split.y]
+            self.onehot = (np.eye(len(split.classes), dtype=np.float32)[split.y]
+                           if targets is None else targets)
             self.order = self.rng.permutation(len(split)) if shuffle else np.arange(len(split))
 
         def __len__(self):
@@ -113,16 +117,38 @@ def train(cfg: TrainConfig) -> dict:
     train_s, val_s, test_s, val_how = load_splits(cfg, size)
     log.info("train %d, val %d (%s), test %s", len(train_s), len(val_s), val_how,
              len(test_s) if test_s else "none")
+    targets = label_targets(cfg, train_s)
 
+    if cfg.precision == "auto":
+        cfg = dataclasses.replace(cfg, precision="mixed_bfloat16" if native_bfloat16()
+                                  else "float32")
+        log.info("training precision: %s", cfg.precision)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(cfg.precision)
     try:
-        return _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how)
+        return _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how, targets)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
-def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how) -> dict:
+def label_targets(cfg: TrainConfig, split: Split) -> np.ndarray | None:
+    """One-hot labels mixed with --soft-labels votes by --soft-weight (None: plain labels). Faces
+    the votes do not cover keep their one-hot label."""
+    if cfg.soft_labels is None:
+        return None
+    onehot = np.eye(len(split.classes), dtype=np.float32)[split.y]
+    votes = load_votes(cfg.soft_labels, split)
+    covered = ~np.isnan(votes[:, 0])
+    log.info("soft labels: %d of %d faces have votes in %s", covered.sum(), len(split),
+             cfg.soft_labels)
+    if not covered.any():
+        raise DatasetError(f"--soft-labels {cfg.soft_labels}: no row matches a training file")
+    mixed = onehot.copy()
+    mixed[covered] = (1 - cfg.soft_weight) * onehot[covered] + cfg.soft_weight * votes[covered]
+    return mixed
+
+
+def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how, targets) -> dict:
     work = cfg.resolved_work_dir()
     work.mkdir(parents=True, exist_ok=True)
     history = work / "history.csv"
@@ -142,7 +168,7 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how) -> dict:
     model = build(cfg.arch, len(train_s.classes), "none" if cfg.teachers else cfg.augment)
     init_card = _start_from(model, cfg, train_s.classes) if cfg.init else None
     fitted, teacher_cards = (_distiller(keras, model, cfg, train_s.classes) if cfg.teachers
-                             else (model, None))
+                             else (_degrading(keras, model, cfg), None))
     steps = -(-len(train_s) // cfg.batch_size) * cfg.epochs
     lr = cfg.lr or 0.1
     if cfg.arch == "seed":
@@ -168,7 +194,7 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how) -> dict:
     ]
     started = time.time()
     fitted.fit(
-        _batches(keras, train_s, cfg.batch_size, seed, shuffle=True),
+        _batches(keras, train_s, cfg.batch_size, seed, shuffle=True, targets=targets),
         validation_data=_batches(keras, val_s, 512, cfg.seed, shuffle=False),
         epochs=cfg.epochs,
         class_weight=class_weights(train_s.y, len(train_s.classes)) if cfg.class_weighting
@@ -181,6 +207,9 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how) -> dict:
         fitted.load_weights(str(best))  # the student shares its layers with `fitted`
     return finish(cfg, model, train_s, val_s, test_s, val_how, history,
                   {"initialised_from": init_card,
+                   "degradation": _degrader(cfg).settings if cfg.degrade else None,
+                   "soft_labels": cfg.soft_labels and {"votes": str(cfg.soft_labels),
+                                                       "weight": cfg.soft_weight},
                    "distilled_from": teacher_cards and {"weight": cfg.distill,
                                                         "teachers": teacher_cards},
                    "train_seconds_this_call": round(time.time() - started, 1)})
@@ -193,6 +222,7 @@ def finish(cfg: TrainConfig, model, train_s: Split, val_s: Split, test_s: Split 
     # Score what ships: the float32 copy, not the (possibly bf16) training model.
     model = float32_copy(model, cfg.arch, len(train_s.classes))
     recalibrated = recalibrate_batchnorm(model, train_s.x, seed=cfg.seed)
+    temperature = fit_temperature(model, val_s, cfg.tta) if cfg.calibrate else None
     meta = {
         "arch": cfg.arch,
         "classes": list(train_s.classes),
@@ -208,6 +238,9 @@ def finish(cfg: TrainConfig, model, train_s: Split, val_s: Split, test_s: Split 
                                  f"({recalibrated} layers)" if recalibrated else None),
         "license": cfg.license,
         "limits": cfg.limits,
+        "temperature": temperature and {
+            "value": temperature, "fitted_on": f"{val_how} (minimum log-loss)",
+            "applied": "folded into the output layer (logits / T), so run and evaluate use it"},
         "validation": score(model, val_s, tta=cfg.tta),
         "epochs_trained": _epochs_done(history),
         **extra,
@@ -288,7 +321,43 @@ def _distiller(keras, student, cfg: TrainConfig, classes: tuple[str, ...]):
     for layer in augmentation(cfg.augment if cfg.arch == "default" else "none"):
         x = layer(x)
     guess = ops.mean(ops.stack([t(x, training=False) for t in teachers]), axis=0)
-    return keras.Model(inputs, Distil(dtype="float32")(student(x), guess)), cards
+    seen = _degrader(cfg)(x) if cfg.degrade else x  # the teachers see the clean face
+    return keras.Model(inputs, Distil(dtype="float32")(student(seen), guess)), cards
+
+
+def _degrader(cfg: TrainConfig):
+    from .augment import FaceDegrade
+
+    d = cfg.degrade  # the other degradations follow the resize rate
+    return FaceDegrade(p_resize=d, p_jpeg=0.8 * d, p_blur=0.3 * d, p_noise=0.4 * d,
+                       p_tone=0.6 * d, seed=cfg.seed)
+
+
+def _degrading(keras, model, cfg: TrainConfig):
+    """`model` behind --degrade's degradations (the model itself unchanged), or `model` if off."""
+    if not cfg.degrade:
+        return model
+    inputs = keras.Input(model.input_shape[1:], name="face")
+    return keras.Model(inputs, model(_degrader(cfg)(inputs)))
+
+
+def fit_temperature(model, val: Split, tta: bool) -> float:
+    """The softmax temperature T minimising log-loss on `val` (TTA as `run` uses it), folded
+    into `model`'s output layer: softmax(z / T) is softmax of the layer with weights / T."""
+    out = model.layers[-1]
+    probs = [predict_probs(model, val.x)] + ([predict_probs(model, val.x[:, :, ::-1])]
+                                             if tta else [])
+    logits = [np.log(np.maximum(p, 1e-12)) for p in probs]
+
+    def log_loss(t: float) -> float:
+        p = np.mean([np.exp(z / t - np.log(np.exp(z / t).sum(1, keepdims=True))) for z in logits],
+                    axis=0)
+        return float(-np.log(np.maximum(p[np.arange(len(val)), val.y], 1e-12)).mean())
+
+    grid = np.exp(np.linspace(np.log(0.5), np.log(3.0), 181))
+    t = float(grid[np.argmin([log_loss(g) for g in grid])])
+    out.set_weights([w / t for w in out.get_weights()])
+    return round(t, 4)
 
 
 def _provenance(meta: dict) -> dict:

@@ -48,13 +48,16 @@ def test_shipped_job_files_are_valid(job):
     cfg = build_config(cls, job, {})
     if cls is C.TrainConfig:
         assert cfg.data and cfg.out and not str(cfg.test_only or "").startswith("PublicTest")
-    if job.name == "train-fer2013.toml":  # stage 1 → 2 → 3 → (+ teachers) student → this
+    if job.name == "train-fer2013.toml":  # stage 1 → 2 → 3 → (+ teachers) student → 6 → this
         stage = {n: build_config(C.TrainConfig, job.with_name(f"train-fer2013-stage{n}.toml"), {})
                  for n in (1, 2, 3)}
         teacher = build_config(C.TrainConfig, job.with_name("train-fer2013-teacher.toml"), {})
         student = build_config(C.TrainConfig, job.with_name("train-fer2013-student.toml"), {})
+        step6 = build_config(C.TrainConfig, job.with_name("train-fer2013-distilled.toml"), {})
         assert stage[2].init == stage[1].out and stage[3].init == stage[2].out
         assert student.init == stage[3].out and stage[3].out in student.teachers
         assert teacher.out in student.teachers and len(student.teachers) == 5 and not teacher.init
-        assert cfg.init == student.out and cfg.teachers == student.teachers
+        assert step6.init == student.out and step6.teachers == student.teachers
+        assert cfg.init == step6.out and cfg.teachers == [step6.out] and cfg.degrade > 0
+        assert cfg.soft_labels.name == "ferplus_votes.csv"
         assert cfg.out.name == "fer2013-default.keras"

@@ -9,6 +9,8 @@ from batchemo.datasets import (
     load_fer_csv,
     load_folder,
     load_npz,
+    load_votes,
+    majority_labels,
     save_npz,
     stratified_split,
 )
@@ -126,3 +128,32 @@ def test_npz_round_trip_keeps_splits_and_selects_classes(tmp_path):
     (tmp_path / "bad.npz").write_text("not numpy")
     with pytest.raises(DatasetError, match="not a dataset written by save_npz"):
         load_npz(tmp_path / "bad.npz", 48)
+
+
+def _votes_csv(path, rows):
+    header = "file,usage,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+    path.write_text("\n".join([header] + [f"{f},Training,{v}" for f, v in rows]) + "\n")
+    return path
+
+
+def test_votes_align_by_path_tail_and_leave_other_labels_out(tmp_path):
+    write_tree(tmp_path / "train", {"Happiness": 2, "Sadness": 1})
+    s = load_folder(tmp_path / "train", 48)  # names like happy-folder/img_0.png
+    votes = _votes_csv(tmp_path / "votes.csv", [
+        ("data/train/Happiness/img_0.png", "2,6,0,0,0,0,0,0,2,0"),  # unknown votes dropped
+        ("data/train/Happiness/img_1.png", "0,0,0,0,0,0,0,5,5,0"),  # only contempt/unknown
+        ("data/train/Sadness/img_0.png", "1,0,0,9,0,0,0,0,0,0"),
+    ])
+    v = load_votes(votes, s)
+    assert s.classes == ("happy", "sad")
+    np.testing.assert_allclose(v[0], [1.0, 0.0])  # 6 happy, 0 sad of the classes kept
+    assert np.isnan(v[1]).all()  # no vote for the split's classes: the caller keeps the label
+    np.testing.assert_allclose(v[2], [0.0, 1.0])
+    assert majority_labels(votes, s).tolist() == [0, -1, 1]  # contempt/unknown tie: left out
+
+
+def test_votes_csv_without_class_columns_is_refused(tmp_path):
+    write_tree(tmp_path, {"happy": 1})
+    (tmp_path / "v.csv").write_text("file,foo\nhappy/img_0.png,1\n")
+    with pytest.raises(DatasetError, match="count column"):
+        load_votes(tmp_path / "v.csv", load_folder(tmp_path, 48))

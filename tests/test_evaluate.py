@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from batchemo.evaluate import metrics, write_report
+from batchemo.evaluate import calibration_error, metrics, write_report
 
 
 def test_metrics_match_a_hand_computation():
@@ -36,3 +36,12 @@ def test_report_files(tmp_path):
     assert (tmp_path / "confusion.csv").read_text().splitlines()[1:] == ["happy,1,0", "sad,1,1"]
     assert (tmp_path / "confusion.png").stat().st_size > 5000
     assert "recall" in (tmp_path / "per_class.csv").read_text().splitlines()[0]
+
+
+def test_calibration_error_by_hand():
+    # confidences 0.9 (right), 0.9 (wrong), 0.55 (right): bins [0.867, 0.933) and [0.533, 0.6)
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.45, 0.55]])
+    y = np.array([0, 1, 1])
+    expected = (2 * abs(0.5 - 0.9) + 1 * abs(1.0 - 0.55)) / 3
+    assert calibration_error(probs, y) == pytest.approx(expected)
+    assert calibration_error(np.eye(3), np.arange(3)) == pytest.approx(0.0)

@@ -235,3 +235,75 @@ def test_distillation_follows_the_teachers_not_the_labels(trained, tmp_path):
     with pytest.raises(ConfigError, match="--teachers .* classes happy, neutral, sad"):
         train(TrainConfig(data=root, out=tmp_path / "x.keras", epochs=1, teachers=[cfg.out],
                           classes=["happy", "sad"], work_dir=tmp_path / "w2"))
+
+
+def _swap_happy_and_sad(train_dir: Path) -> None:
+    (train_dir / "Happiness").rename(train_dir / "tmp")
+    (train_dir / "Sadness").rename(train_dir / "Happiness")
+    (train_dir / "tmp").rename(train_dir / "Sadness")
+
+
+def test_soft_labels_and_degraded_faces_train_from_the_votes(tmp_path):
+    # Folder labels swap happy and sad; the votes CSV tells the truth. With --soft-weight 1 the
+    # student must learn the votes, through degraded faces, and then classify clean faces right.
+    root = _faces_tree(tmp_path / "data")
+    _swap_happy_and_sad(root / "train")
+    votes = ["file,neutral,happiness,sadness,unknown"]  # Happiness/ now holds the sad faces
+    for label, column in (("Happiness", "0,0,9,1"), ("Sadness", "0,9,0,1"), ("neutral", "8,0,0,2")):
+        votes += [f"train/{label}/{f.name},{column}" for f in (root / "train" / label).iterdir()]
+    (tmp_path / "votes.csv").write_text("\n".join(votes) + "\n")
+    card = train(TrainConfig(data=root, out=tmp_path / "v.keras", epochs=4, batch_size=16,
+                             lr=0.05, work_dir=tmp_path / "w", test_only="PrivateTest_*",
+                             val=root / "test",  # validation held out of train would be swapped
+                             soft_labels=tmp_path / "votes.csv", soft_weight=1.0, degrade=0.5,
+                             augment="gather"))
+    assert card["test"]["accuracy"] > 0.6, card["test"]
+    assert card["soft_labels"] == {"votes": str(tmp_path / "votes.csv"), "weight": 1.0}
+    assert card["degradation"]["p_resize"] == 0.5 and list(card["degradation"]["sizes"]) == [12, 48]
+    assert 0.5 <= card["temperature"]["value"] <= 3.0 and "ece" in card["test"]
+
+
+def test_fitted_temperature_lowers_log_loss_and_keeps_the_top_class(trained):
+    from batchemo.datasets import load_folder
+    from batchemo.train import fit_temperature
+
+    cfg, _ = trained
+    model = load_model(cfg.out).keras_model
+    val = load_folder(Path(cfg.data) / "test", 48)
+    val.y = np.array([("happy", "neutral", "sad").index(val.classes[y]) for y in val.y])
+    x = np.concatenate([val.x, val.x[:, ::-1]])  # overconfident on some, unsure of others
+
+    def log_loss():
+        p = predict_probs(model, val.x, tta=True)
+        return -np.log(p[np.arange(len(val)), val.y]).mean(), predict_probs(model, x).argmax(1)
+
+    before, top_before = log_loss()
+    t = fit_temperature(model, val, tta=True)
+    after, top_after = log_loss()
+    assert after <= before + 1e-6 and np.array_equal(top_before, top_after)
+    assert t != 1.0 or after == pytest.approx(before)
+
+
+def test_evaluate_scores_degraded_faces_and_ferplus_majorities(trained, tmp_path):
+    from batchemo.config import EvaluateConfig
+    from batchemo.evaluate import degrade, evaluate
+
+    cfg, _ = trained
+    test = Path(cfg.data) / "test"
+    names = sorted(f"{d.name}/{f.name}" for d in test.iterdir() for f in d.iterdir())
+    rows = ["file,neutral,happiness,sadness,contempt"]
+    # the first face of each class gets a contempt majority (left out), the rest their own label
+    for n in names:
+        label, first = n.split("/")[0], n.endswith("_0.png")
+        votes = {"neutral": "8,0,0", "Happiness": "0,8,0", "Sadness": "0,0,8"}[label]
+        rows.append(f"test/{n},{'0,0,0,9' if first else votes + ',1'}")
+    (Path(cfg.data) / "ferplus_votes.csv").write_text("\n".join(rows) + "\n")
+    r = evaluate(EvaluateConfig(data=test, model=cfg.out, labels="ferplus",
+                                degrade=["16px", "16px+jpeg30"]))
+    assert r["n"] == len(names) - 3 and r["left_out"] == 3 and r["labels"] == "ferplus"
+    assert 0 <= r["ece"] <= 1 and sum(r["predicted_share"].values()) == pytest.approx(1, abs=1e-3)
+    d = r["degraded"]["16px+jpeg30"]
+    assert d["kept"] == pytest.approx(d["accuracy"] / r["accuracy"])
+    assert d["largest_share_growth"]["class"] in ("happy", "neutral", "sad")
+    x = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1)).astype(np.uint8)
+    assert degrade(x, "16px").shape == x.shape and not np.array_equal(degrade(x, "16px"), x)
