@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import logging
+import signal
 import sys
 import types
 import typing
@@ -101,6 +102,10 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # _guard: "interrupted", exit 2
+
+
 def _guard(fn):
     """Turn library errors into a one-line message and the documented exit code."""
 
@@ -128,6 +133,7 @@ def main() -> None:
     batchemo train -d fer2013/ -o my.keras          train a model
     batchemo evaluate -d test/ --only 'PrivateTest_*'
     batchemo timeline|summary|report results.parquet
+    batchemo annotate results.parquet -o annotated/  boxes and labels drawn on frames
     """
 
 
@@ -141,6 +147,8 @@ def run(job, **flags) -> None:
     segments) beside it. Re-running processes only new or changed files. Exit codes: 0 all good,
     1 some files failed (see the files table), 2 the job could not be done, 3 output locked.
     """
+    # Start-up (TensorFlow's import) takes seconds: a SIGTERM then must exit 2, not 143.
+    signal.signal(signal.SIGTERM, _interrupt)
     cfg = build_config(C.RunConfig, job, flags)
     _setup_logging(cfg.quiet, cfg.log_json)
     from .pipeline import run as run_pipeline
@@ -179,10 +187,16 @@ def evaluate(**flags) -> None:
     from .evaluate import evaluate as evaluate_model
 
     r = evaluate_model(cfg)
-    click.echo(f"{r['n']} faces: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}")
+    left = f" ({r['left_out']} without a clear FER+ majority left out)" if r["left_out"] else ""
+    click.echo(f"{r['n']} faces{left}, {r['labels']} labels: accuracy {r['accuracy']:.4f}, "
+               f"macro-F1 {r['macro_f1']:.4f}, ECE {r['ece']:.4f}")
     for c, m in r["per_class"].items():
         click.echo(f"  {c:<10} recall {m['recall']:.3f}  precision {m['precision']:.3f}  "
-                   f"n={m['support']}")
+                   f"n={m['support']:<5} predicted share {r['predicted_share'][c]:.3f}")
+    for condition, d in r["degraded"].items():
+        g = d["largest_share_growth"]
+        click.echo(f"  {condition:<12} accuracy {d['accuracy']:.4f} (kept {d['kept']:.3f}), "
+                   f"ECE {d['ece']:.4f}, largest share growth {g['class']} {g['ratio']:.2f}x")
     if cfg.out:
         click.echo(f"report in {cfg.out}/")
 
@@ -222,6 +236,25 @@ def report(results, **flags) -> None:
     from .results import make_report
 
     click.echo(f"wrote {make_report(cfg)}")
+
+
+@main.command()
+@click.argument("results", type=click.Path(path_type=Path, exists=True))
+@config_options(C.AnnotateConfig, job=False, skip=("results",))
+@_guard
+def annotate(results, **flags) -> None:
+    """Draw boxes, track ids, labels and confidences on frames of the sources in RESULTS.
+
+    Exit code 1 when a source is gone or changed since the run (the others are written).
+    """
+    cfg = build_config(C.AnnotateConfig, None, {**flags, "results": results})
+    _setup_logging()
+    from .annotate import annotate as annotate_results
+
+    r = annotate_results(cfg)
+    click.echo(f"wrote {len(r.frames)} frames and {len(r.videos)} videos to {cfg.out}/"
+               + (f"; {len(r.failed)} sources not found or changed" if r.failed else ""))
+    sys.exit(r.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

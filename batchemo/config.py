@@ -6,8 +6,12 @@ Precedence: command-line flag, then job file (TOML), then the default below.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +65,19 @@ class TrainConfig:
                                multiple=True)
     distill: float = opt(0.75, "With --teachers: the teachers' share of the training target "
                          "(the rest is the smoothed label).", min=0.0, max=1.0)
+    degrade: float = opt(0.0, "Video-grade degradation of training faces: the chance that a "
+                         "face is downscaled to 12-48 px and back; JPEG (q20-90), blur, noise and "
+                         "gamma/contrast follow at proportional rates (0 = off). With --teachers "
+                         "only the student sees the degraded face; the teachers see it clean.",
+                         min=0.0, max=1.0)
+    soft_labels: Path | None = opt(None, "A votes CSV (`file` + one count column per class, e.g. "
+                                   "FER+'s ferplus_votes.csv): each face's vote distribution is "
+                                   "mixed into its label target by --soft-weight.")
+    soft_weight: float = opt(0.5, "With --soft-labels: the votes' share of the label target (the "
+                             "rest is the folder's label).", min=0.0, max=1.0)
+    calibrate: bool = opt(True, "Fit one softmax temperature on the validation split after "
+                          "training (minimum log-loss, flip TTA as `run` uses it) and fold it into "
+                          "the output layer; the card records it.")
     epochs: int = opt(45, "Training epochs (the cosine learning-rate schedule spans them all).",
                       min=1, max=10000)
     batch_size: int = opt(128, "Training batch size.", min=1, max=4096)
@@ -71,9 +88,10 @@ class TrainConfig:
     label_smoothing: float = opt(0.1, "Label smoothing.", min=0.0, max=0.5)
     class_weighting: bool = opt(True, "Weight classes by inverse square-root frequency "
                                 "(lifts FER2013's rare 'disgust').")
-    precision: str = opt("mixed_bfloat16", "Training precision. mixed_bfloat16 measured 2x faster "
-                         "than float32 on this project's CPUs; the artifact is always float32.",
-                         choices=("float32", "mixed_bfloat16"))
+    precision: str = opt("auto", "Training precision: auto = mixed_bfloat16 where the CPU has "
+                         "bf16 natively (measured 2x faster than float32 there), else float32 "
+                         "(emulated bf16 is slow and trained worse); the artifact is always "
+                         "float32.", choices=("auto", "float32", "mixed_bfloat16"))
     augment: str = opt("layers", "Training augmentation for 'default' (flip, rotation, zoom, "
                        "shift): Keras's preprocessing layers, or the same as one batched "
                        "resampling (gather: one interpolation instead of three, no per-image "
@@ -91,6 +109,9 @@ class TrainConfig:
         return Path(self.work_dir) if self.work_dir else _cache_dir() / "train" / Path(self.out).stem
 
 
+DEGRADATIONS = ("24px", "16px", "jpeg30", "16px+jpeg30")
+
+
 @dataclass
 class EvaluateConfig:
     data: Path = opt(None, "Folder-per-class tree (or FER2013 CSV: its PrivateTest rows) to score.",
@@ -106,6 +127,16 @@ class EvaluateConfig:
     precision: str = opt("float32", "Inference precision: float32 (the reference), bfloat16, or "
                          "auto (bfloat16 where the CPU has it natively, as `run` does).",
                          choices=("auto", "float32", "bfloat16"))
+    degrade: list[str] = opt([], "Also score the faces degraded as small or compressed faces in "
+                             "video are (repeat for several): Npx = downscaled to NxN (area) and "
+                             "back (linear), jpegQ = JPEG at quality Q; reports accuracy kept as "
+                             "a share of clean and each class's predicted-share growth.",
+                             multiple=True, choices=DEGRADATIONS)
+    labels: str = opt("original", "Score against the folders' labels, or the FER+ majority of "
+                      "10 annotators (--votes; ties and majorities for contempt, unknown or "
+                      "not-a-face are left out).", choices=("original", "ferplus"))
+    votes: Path | None = opt(None, "Votes CSV for --labels ferplus (default: ferplus_votes.csv "
+                             "in the data folder or one above it).")
 
 
 def load_job_file(path: Path, cls: type) -> dict:
@@ -122,11 +153,60 @@ def load_job_file(path: Path, cls: type) -> dict:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys are "
                           f"{', '.join(sorted(names))}")
     base = Path(path).parent
+    hints = _hints(cls)
     out = {}
     for f in dataclasses.fields(cls):
         if f.name in raw:
-            out[f.name] = _resolve_paths(f, raw[f.name], base)
+            value, hint = raw[f.name], hints[f.name]
+            # "a,b,c" for a list of strings is split by the CLI (e.g. train's classes)
+            if not (isinstance(value, str) and _list_of(hint) is str):
+                problem = _type_problem(hint, value)
+                if problem:
+                    raise ConfigError(f"{path}: {f.name}: {problem}")
+            out[f.name] = _resolve_paths(f, value, base)
     return out
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _list_of(hint: Any) -> Any:
+    hint = _unoptional(hint)
+    return typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
+
+
+def _unoptional(hint: Any) -> Any:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _type_problem(hint: Any, v: Any) -> str | None:
+    """Why `v` is no value of a field typed `hint` (None if it is, or if the type is not known);
+    NaN and infinity are no numbers here."""
+    if v is None:
+        return None  # unset: each command says which fields it needs
+    hint = _unoptional(hint)
+    if typing.get_origin(hint) is list:
+        if not isinstance(v, list | tuple):
+            return f"expected a list, got {type(v).__name__} {v!r}"
+        inner = typing.get_args(hint)[0]
+        return next((p for x in v if (p := _type_problem(inner, x))), None)
+    if hint is float:
+        if not isinstance(v, numbers.Real) or isinstance(v, bool):
+            return f"expected a number, got {type(v).__name__} {v!r}"
+        return None if math.isfinite(v) else f"expected a finite number, got {v}"
+    wanted = {bool: (bool,), int: (numbers.Integral,), str: (str,),
+              Path: (str, os.PathLike)}.get(hint)
+    if wanted is None:
+        return None
+    if isinstance(v, wanted) and not (hint is int and isinstance(v, bool)):
+        return None
+    return f"expected {_TYPE_NAMES[hint]}, got {type(v).__name__} {v!r}"
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", str: "a string", Path: "a path string"}
 
 
 def _resolve_paths(f: dataclasses.Field, value: Any, base: Path) -> Any:
@@ -142,14 +222,21 @@ def _resolve_paths(f: dataclasses.Field, value: Any, base: Path) -> Any:
 
 
 def validate(cfg: Any) -> Any:
-    """Check bounds and choices of every field; raise ConfigError naming the option."""
+    """Check types (finite numbers), bounds and choices of every field; raise ConfigError
+    naming the option."""
+    hints = _hints(type(cfg))
     for f in dataclasses.fields(cfg):
         v, m = getattr(cfg, f.name), f.metadata
         flag = "--" + f.name.replace("_", "-")
+        problem = _type_problem(hints[f.name], v)
+        if problem:
+            raise ConfigError(f"{flag}: {problem}")
         if v is None or isinstance(v, bool):
             continue
-        if m.get("choices") and v not in m["choices"]:
-            raise ConfigError(f"{flag}: {v!r} is not one of {', '.join(map(str, m['choices']))}")
+        for item in (v if isinstance(v, list | tuple) else [v]):
+            if m.get("choices") and item not in m["choices"]:
+                raise ConfigError(f"{flag}: {item!r} is not one of "
+                                  f"{', '.join(map(str, m['choices']))}")
         if isinstance(v, int | float):
             if m.get("min") is not None and v < m["min"]:
                 raise ConfigError(f"{flag}: {v} is below the minimum {m['min']}")
@@ -232,6 +319,8 @@ class SummaryConfig:
                            short="-o")
     level: list[str] = opt([], "Levels to print (repeatable): run, folder, file, track.",
                            multiple=True)
+    min_track: float = opt(0.0, "Leave out track rows on screen for less than this many seconds.",
+                           min=0.0)
 
 
 @dataclass
@@ -239,3 +328,21 @@ class ReportConfig:
     results: Path = opt(None, "The faces table written by `batchemo run`.")
     out: Path = opt(Path("report.html"), "The self-contained HTML page to write.", short="-o")
     title: str = opt("batchemo report", "Page title.")
+    min_track: float = opt(0.0, "Fold away tracks on screen for less than this many seconds "
+                           "(listed, not shown in full).", min=0.0)
+
+
+@dataclass
+class AnnotateConfig:
+    results: Path = opt(None, "The faces table written by `batchemo run`.")
+    out: Path = opt(Path("annotated"), "Folder for the annotated frames (JPEG) and videos.",
+                    short="-o")
+    source: list[str] = opt([], "Only sources whose relative path matches this glob "
+                            "(repeatable).", multiple=True)
+    every: float = opt(1.0, "Annotate the first sampled frame of every this many seconds of "
+                       "video (0 = every sampled frame).", min=0.0)
+    changes: bool = opt(False, "Instead of --every: only the frames where a track's dominant "
+                        "emotion changes (the first face of each segment).")
+    video: bool = opt(False, "Also write each video whole with its boxes drawn (VP8 WebM; "
+                      "MPEG-4 where VP8 is missing).")
+    quality: int = opt(85, "JPEG quality of the frames.", min=10, max=100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import struct
@@ -62,6 +63,7 @@ def iter_frames(item: MediaItem, fps: float, info: MediaInfo) -> Iterator[Frame]
         if problem:
             log.warning("%s: %s", item.path, problem)
             info.decode_failures += 1
+            info.warning = problem
         info.height, info.width = image.shape[:2]
         info.frames_sampled = 1
         yield Frame(frame_index=0, t_sec=None, image=image)
@@ -69,6 +71,23 @@ def iter_frames(item: MediaItem, fps: float, info: MediaInfo) -> Iterator[Frame]
         yield from _iter_video(item.path, fps, info)
     else:
         raise MediaOpenError(item.reason or f"not media: {item.media_type}")
+
+
+def expected_samples(item: MediaItem, fps: float) -> int | None:
+    """About how many frames `iter_frames` yields for `item` (a progress bar's total), from the
+    container's header without decoding; None when the header does not say."""
+    if item.media_type != VIDEO:
+        return 1 if item.media_type == IMAGE else 0
+    cap = _open_capture(item.path)
+    try:
+        n, rate = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)
+    finally:
+        cap.release()
+    if not (math.isfinite(n) and n > 0):
+        return None
+    if fps == 0:
+        return int(n)
+    return max(1, math.ceil(n / rate * fps)) if 0 < rate < 1000 else None
 
 
 def _decode_image(path: Path) -> tuple[np.ndarray, str | None]:
@@ -83,6 +102,8 @@ def _decode_image(path: Path) -> tuple[np.ndarray, str | None]:
     fmt = image_format(data[:64])
     if fmt is None:
         raise MediaOpenError("not an image: content is not a known image format")
+    if fmt in ("heif", "avif"):  # iPhone photos and AVIF: OpenCV's wheels decode neither
+        return _decode_with_pillow(data, fmt), None
     size = _image_size(data, fmt)
     if size and size[0] * size[1] > MAX_IMAGE_PIXELS:
         raise DecodeError(f"image too large: {size[0]}x{size[1]} > {MAX_IMAGE_PIXELS} pixels")
@@ -100,6 +121,28 @@ def _decode_image(path: Path) -> tuple[np.ndarray, str | None]:
     if image is None:
         raise DecodeError(f"cannot decode {fmt} image: corrupt or truncated data")
     return _to_bgr8(image), problem
+
+
+def _decode_with_pillow(data: bytes, fmt: str) -> np.ndarray:
+    """HEIF (pillow-heif's opener) and AVIF (Pillow's own) to upright BGR."""
+    from PIL import Image, ImageOps
+
+    try:
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()  # idempotent
+    except ImportError:
+        if fmt == "heif":
+            raise DecodeError("HEIF photos need pillow-heif: pip install pillow-heif") from None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:  # read from the header, not decoded
+                raise DecodeError(f"image too large: {im.width}x{im.height} > "
+                                  f"{MAX_IMAGE_PIXELS} pixels")
+            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DecodeError(f"cannot decode {fmt} image: {e}") from e
+    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def _image_size(data: bytes, fmt: str) -> tuple[int, int] | None:
@@ -184,6 +227,19 @@ def _to_bgr8(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _cut_short(cap: cv2.VideoCapture, decoded: int, info: MediaInfo) -> str | None:
+    """Why the video ended before its container says it should (a truncated file), or None.
+
+    Containers only estimate their frame count at times, hence the slack (10 %, 2 frames)."""
+    stated = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    if not (info.fps and math.isfinite(stated) and stated > 0):
+        return None
+    if decoded + info.decode_failures >= 0.9 * stated or stated - decoded < 2:
+        return None
+    return (f"truncated or damaged video: decoding stopped at {info.duration:.1f} s of "
+            f"{stated / info.fps:.1f} s ({decoded} of {int(stated)} frames)")
+
+
 def _open_capture(path: Path) -> cv2.VideoCapture:
     # FFmpeg pinned: with CAP_ANY a file FFmpeg rejects is retried by other backends, whose
     # timestamps and failure modes differ.
@@ -238,5 +294,8 @@ def _iter_video(path: Path, fps: float, info: MediaInfo) -> Iterator[Frame]:
             detail = f" ({info.decode_failures} failed)" if info.decode_failures else ""
             raise DecodeError(f"no frame could be decoded{detail}")
         info.duration = last_t + (1.0 / info.fps if info.fps else 0.0)
+        info.warning = _cut_short(cap, index + 1, info)
+        if info.warning:
+            log.warning("%s: %s", path, info.warning)
     finally:
         cap.release()

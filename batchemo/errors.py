@@ -34,6 +34,10 @@ class LockedError(BatchemoError):
     exit_code = EXIT_LOCKED
 
 
+class Interrupted(BatchemoError):
+    """SIGTERM (or Ctrl-C) outside file processing: start-up or the final writes (exit 2)."""
+
+
 class MediaError(Exception):
     """A per-file failure; it becomes an `error` row in the files table, the run goes on."""
 

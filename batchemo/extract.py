@@ -15,6 +15,7 @@ from .crop import face_crop
 from .decode import iter_frames
 from .errors import MediaError
 from .records import MediaInfo, MediaItem
+from .track import ShotCuts
 
 log = logging.getLogger("batchemo")
 
@@ -28,8 +29,11 @@ def extract(item: MediaItem, fps: float, detector, size: int, margin: float,
     """
     info = MediaInfo()
     chunk, error = [], None
+    cuts = ShotCuts()  # hard cuts end tracks; found here, where the pixels are
     try:
         for frame in prefetched(iter_frames(item, fps, info)):
+            if frame.t_sec is not None:
+                cuts.add(frame.frame_index, frame.image)
             boxes = detector.detect(frame.image)
             crops = np.stack([face_crop(frame.image, b, size, margin) for b in boxes]) if boxes else \
                 np.zeros((0, size, size, 1), np.uint8)
@@ -46,7 +50,7 @@ def extract(item: MediaItem, fps: float, detector, size: int, margin: float,
         error = f"{type(e).__name__}: {e}"
     if chunk:
         yield "chunk", chunk
-    yield "done", (dataclasses.asdict(info), error)
+    yield "done", ({**dataclasses.asdict(info), "cuts": cuts.frames}, error)
 
 
 def prefetched(frames: Iterator, depth: int = 4) -> Iterator:
@@ -100,16 +104,37 @@ def worker_main(tasks, results, det_args: dict, size: int, margin: float, fps: f
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
     parent = os.getppid()
+    if os.environ.get("BATCHEMO_LOG_JSON"):  # jsonlog.ENV: the run logs JSON, so do we
+        from .jsonlog import log_json_here
+
+        log_json_here()
+
+    def orphaned() -> bool:
+        return os.getppid() != parent
+
     detector = get_detector(**det_args)
     while True:
         try:
             task = tasks.get(timeout=1.0)
         except queue.Empty:
-            if os.getppid() != parent:  # parent killed (-9): don't linger as an orphan
-                return
+            if orphaned():
+                _exit_orphan()
             continue
         if task is None:
             return
         idx, item = task
         for msg in extract(item, fps, detector, size, margin, chunk_frames):
-            results.put((idx, msg))
+            # A bounded queue: a parent killed with -9 never drains it, so poll while blocked.
+            while True:
+                try:
+                    results.put((idx, msg), timeout=1.0)
+                    break
+                except queue.Full:
+                    if orphaned():
+                        _exit_orphan()
+
+
+def _exit_orphan() -> None:
+    # Parent killed (-9): exit at once. A normal exit would wait for the queue's feeder thread to
+    # flush into a pipe nobody reads any more, which is how workers used to linger for minutes.
+    os._exit(0)

@@ -9,6 +9,7 @@ from a killed run never blocks the next one.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -47,7 +48,10 @@ class OutputLock:
         self.fh = None
 
     def __enter__(self) -> OutputLock:
-        self.fh = open(self.path, "a+")
+        try:
+            self.fh = open(self.path, "a+")
+        except OSError as e:  # a read-only filesystem, a full disk, permissions
+            raise OutputError(f"cannot open the lock {self.path}: {e.strerror or e}") from None
         deadline = time.monotonic() + self.wait
         while True:
             try:
@@ -73,16 +77,34 @@ class OutputLock:
         self.fh.close()
 
 
+def _sql(method):
+    """SQLite errors (disk full, read-only filesystem, I/O) are job-level: OutputError, exit 2."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise OutputError(f"cannot use the ledger {self.path}: {e}") from None
+
+    return wrapper
+
+
 class Ledger:
     """The files and runs of one output, in `<state>/ledger.sqlite`."""
 
     def __init__(self, state: Path):
+        self.path = state / "ledger.sqlite"
         try:
             state.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(state / "ledger.sqlite", isolation_level=None)
+            self.db = sqlite3.connect(self.path, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
         except (OSError, sqlite3.Error) as e:
             raise OutputError(f"cannot create state folder {state}: {e}") from None
+        self._create()
+
+    @_sql
+    def _create(self) -> None:
         cols = ", ".join(f"{f.name} {_SQL_TYPES[str(f.type)]}" for f in FILES_SCHEMA)
         self.db.execute(f"CREATE TABLE IF NOT EXISTS files ({cols}, settings_id TEXT, part TEXT, "
                         "PRIMARY KEY (root, source))")
@@ -90,16 +112,19 @@ class Ledger:
         self.db.execute(f"CREATE TABLE IF NOT EXISTS runs ({rcols})")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
 
+    @_sql
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    @_sql
     def set_meta(self, key: str, value: str | None) -> None:
         if value is None:
             self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
         else:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    @_sql
     def files(self) -> dict[tuple[str, str], dict]:
         cur = self.db.execute(f"SELECT {', '.join(FILE_COLUMNS)} FROM files")
         rows = {(r[0], r[1]): dict(zip(FILE_COLUMNS, r, strict=True)) for r in cur}
@@ -107,6 +132,7 @@ class Ledger:
             r["present"] = None if r["present"] is None else bool(r["present"])
         return rows
 
+    @_sql
     def get(self, key: tuple[str, str]) -> dict | None:
         """One file's row (None if unknown)."""
         cur = self.db.execute(f"SELECT {', '.join(FILE_COLUMNS)} FROM files "
@@ -114,6 +140,7 @@ class Ledger:
         r = cur.fetchone()
         return None if r is None else dict(zip(FILE_COLUMNS, r, strict=True))
 
+    @_sql
     def commit_file(self, row: dict) -> None:
         """Insert or replace one file's row (its part is already in place)."""
         values = [row.get(c) for c in FILE_COLUMNS]
@@ -124,17 +151,21 @@ class Ledger:
                             f"VALUES ({marks})", values)
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('dirty', '1')")
 
+    @_sql
     def mark_absent(self, key: tuple[str, str]) -> None:
         self.db.execute("UPDATE files SET present = 0 WHERE root = ? AND source = ?", key)
 
+    @_sql
     def delete(self, key: tuple[str, str]) -> None:
         self.db.execute("DELETE FROM files WHERE root = ? AND source = ?", key)
 
+    @_sql
     def add_run(self, run: dict) -> None:
         run = dict(run, settings=json.dumps(run.get("settings"), default=str, sort_keys=True))
         marks = ", ".join("?" * len(RUN_COLUMNS))
         self.db.execute(f"INSERT INTO runs VALUES ({marks})", [run.get(c) for c in RUN_COLUMNS])
 
+    @_sql
     def runs(self) -> list[dict]:
         cur = self.db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY started")
         return [dict(zip(RUN_COLUMNS, r, strict=True)) for r in cur]

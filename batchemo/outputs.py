@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import OutputError
 from .ledger import Ledger, fingerprint
 from .records import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, MediaItem
 from .write import (
@@ -45,6 +46,19 @@ class Store:
         self.ledger = ledger
         self.base = paths.out if paths.is_dataset else paths.state / "parts"
         self._n = 0
+        self.committed: list[tuple[str, str]] = []  # keys of the files processed by this run
+        self.failures = 0
+        self.failure_cap: int | None = 20  # warnings per run; None: all (--log-json events)
+
+    def report_failure(self, item: MediaItem, error: str | None) -> None:
+        """A WARNING per failed file (a `file_failed` event in JSON logs), capped for people."""
+        self.failures += 1
+        fields = {"event": "file_failed", "root": item.root, "source": item.source,
+                  "error": error}
+        if self.failure_cap is None or self.failures <= self.failure_cap:
+            log.warning("failed: %s: %s", item.source, error, extra={"fields": fields})
+        elif self.failures == self.failure_cap + 1:
+            log.warning("more files failed: the files table lists them all")
 
     def part_path(self, kind: str, part: str) -> Path:
         return self.base / kind / f"{part}.parquet"
@@ -67,9 +81,49 @@ class Store:
             for f in folder.glob(pattern) if folder.is_dir() else []:
                 f.unlink(missing_ok=True)
         classes = self.ledger.get_meta("classes")
-        if self.ledger.get_meta("dirty") and classes:
+        if not classes:
+            return
+        classes = tuple(json.loads(classes))
+        if self.ledger.get_meta("dirty"):
             log.info("completing the outputs of an interrupted run")
-            self.rebuild(tuple(json.loads(classes)), None, None)
+            self.rebuild(classes, None, None)
+        elif self.check_parts(classes):
+            self.rebuild(classes, None, None)
+
+    def check_parts(self, classes: tuple[str, ...]) -> int:
+        """Send back for processing every file whose staged rows are missing, unreadable or of
+        another class set (a model change); returns how many. Rows are never mixed or lost
+        silently: the file is processed again, or, if it is gone, its row says why it has none."""
+        want = {"faces": faces_schema(classes).names, "frames": FRAMES_SCHEMA.names}
+        bad = 0
+        for r in self.ledger.files().values():
+            why = r["part"] and self._part_problem(r, want)
+            if why:
+                self.send_back(r, why)
+                bad += 1
+        return bad
+
+    def _part_problem(self, r: dict, want: dict) -> str | None:
+        for kind in STAGED if r["media_type"] == "video" else ("faces",):
+            f = self.part_path(kind, r["part"])
+            if not f.is_file():
+                return f"its staged {kind} rows are missing ({f.name})"
+            try:
+                names = pq.read_schema(f).names
+            except (OSError, pa.ArrowException) as e:
+                return f"its staged {kind} rows are unreadable ({e})"
+            if names != want[kind]:
+                return f"its staged {kind} rows were made with another model's classes"
+        return None
+
+    def send_back(self, r: dict, why: str) -> None:
+        """Drop a file's staged rows; a present file is processed again by the next plan."""
+        self.drop_part(r["part"])
+        then = "it is processed again" if r["present"] else "the file is gone, its rows dropped"
+        log.warning("%s: %s; %s", r["source"], why, then)
+        # settings_id None: the plan sees changed settings and processes the file again
+        self.ledger.commit_file({**r, "part": None, "settings_id": None, "status": STATUS_ERROR,
+                                 "error": f"{why}; {then}", "faces": 0, "frames_sampled": 0})
 
     def commit_file(self, p, model, settings_id: str, run_id: str) -> str:
         """Write a finished file's parts, commit its ledger row; returns its status."""
@@ -82,7 +136,7 @@ class Store:
         if p.frames and status != STATUS_ERROR:
             self._n += 1
             part = f"part-{run_id}-{self._n:06d}"
-            faces = _faces_table(item, p.faces, model, run_id)
+            faces = _faces_table(item, p.faces, model, run_id, (p.info or {}).get("cuts"))
             write_table(faces, self.part_path("faces", part))
             if item.media_type == "video":
                 fr = np.array([(f[0], f[1], f[2]) for f in p.frames], dtype=object)
@@ -94,7 +148,8 @@ class Store:
         info = p.info or {}
         self.ledger.commit_file({
             "root": item.root, "source": item.source, "media_type": item.media_type,
-            "status": status, "error": p.error, "size": item.size, "mtime": item.mtime,
+            "status": status, "error": p.error or info.get("warning"),  # e.g. truncated
+            "size": item.size, "mtime": item.mtime,
             "fingerprint": p.fp or _fingerprint(item), "width": info.get("width"),
             "height": info.get("height"), "fps": info.get("fps"),
             "duration": info.get("duration"), "frames_sampled": len(p.frames),
@@ -104,6 +159,9 @@ class Store:
             "part": part})
         if prev and prev["part"] and prev["part"] != part:
             self.drop_part(prev["part"])
+        self.committed.append(item.key)
+        if status == STATUS_ERROR:
+            self.report_failure(item, p.error)
         return status
 
     def forget(self, key: tuple[str, str], prev: dict, prune: bool) -> None:
@@ -123,12 +181,21 @@ class Store:
     def _stream(self, kind: str, schema: pa.Schema, rows: list[dict]):
         for r in rows:
             f = self.part_path(kind, r["part"])
-            if r["part"] and f.is_file():
-                yield from pq.read_table(f).cast(schema).to_batches()
+            if not (r["part"] and f.is_file()):
+                continue
+            try:  # check_parts read the footer; a part can still be corrupt inside
+                table = pq.read_table(f).cast(schema)
+            except (OSError, ValueError, pa.ArrowException) as e:
+                self.send_back(self.ledger.get((r["root"], r["source"])) or r,
+                               f"its staged {kind} rows are unreadable ({e})")
+                r["part"] = None
+                continue
+            yield from table.to_batches()
 
     def rebuild(self, classes: tuple[str, ...], run_id: str | None, cfg) -> None:
         """Rewrite the companion tables (and, single-file form, faces/frames) atomically."""
-        rows = sorted(self.ledger.files().values(), key=lambda r: (r["root"], r["source"]))
+        self.check_parts(classes)
+        rows = self._rows()
         p, fmt = self.paths, self.paths.fmt
         tag = run_id or f"recovered-{int(time.time())}"
         if not p.is_dataset:
@@ -136,13 +203,26 @@ class Store:
                           p.table("faces"), fmt)
             write_batches(FRAMES_SCHEMA, self._stream("frames", FRAMES_SCHEMA, rows),
                           p.table("frames"), fmt)
+            rows = self._rows()  # a part found corrupt while streaming changed its file's row
         files = pa.Table.from_pylist([{c: r[c] for c in FILES_SCHEMA.names} for r in rows],
                                      schema=FILES_SCHEMA)
         self._write_small("files", files, tag)
-        self._write_derived(classes, rows, files, tag, cfg)
         runs = pa.Table.from_pylist(self.ledger.runs(), schema=RUNS_SCHEMA)
         self._write_small("runs", runs, tag)
+        self._write_derived(classes, rows, files, tag, cfg)
         self.ledger.set_meta("dirty", None)
+
+    def complete(self) -> bool:
+        """Whether every output table exists (a user may have deleted one)."""
+        return all(self.paths.table(name).exists() for name in TABLES)
+
+    def write_runs(self, run_id: str) -> None:
+        """Rewrite only the runs table (a run that changed nothing else)."""
+        runs = pa.Table.from_pylist(self.ledger.runs(), schema=RUNS_SCHEMA)
+        self._write_small("runs", runs, run_id)
+
+    def _rows(self) -> list[dict]:
+        return sorted(self.ledger.files().values(), key=lambda r: (r["root"], r["source"]))
 
     def _write_derived(self, classes, rows, files: pa.Table, tag: str, cfg) -> None:
         """timeline and segments per video (streamed file by file), summary, optional plots."""
@@ -181,12 +261,21 @@ class Store:
         if cfg is not None and cfg.plots:
             from .plots import write_plots
 
-            write_plots(faces_all, frames_all, Path(cfg.plots), files=files,
-                        bin_sec=bin_sec)
+            try:
+                write_plots(faces_all, frames_all, Path(cfg.plots), files=files,
+                            bin_sec=bin_sec)
+            except OSError as e:
+                raise OutputError(f"cannot write plots to {cfg.plots}: {e.strerror or e}") \
+                    from None
+            except Exception as e:  # charts are extras: the tables are written, the run is done
+                log.warning("plots not written: %s: %s", type(e).__name__, e)
 
     def _read_part(self, kind: str, row: dict) -> pd.DataFrame | None:
-        f = self.part_path(kind, row["part"])
-        return pq.read_table(f).to_pandas() if f.is_file() else None
+        f = self.part_path(kind, row["part"]) if row["part"] else None
+        try:
+            return pq.read_table(f).to_pandas() if f and f.is_file() else None
+        except (OSError, ValueError, pa.ArrowException):
+            return None  # a corrupt part: _stream reports it and sends its file back
 
     def _concat(self, kind: str, rows: list[dict], schema: pa.Schema) -> pd.DataFrame:
         # Summary rolls up folders and the run, so it reads every part (only rows kept as state).
@@ -220,7 +309,7 @@ def _fingerprint(item: MediaItem) -> str | None:
         return None
 
 
-def _faces_table(item: MediaItem, rows: list, model, run_id: str) -> pa.Table:
+def _faces_table(item: MediaItem, rows: list, model, run_id: str, cuts=None) -> pa.Table:
     """A file's face rows ([frame_index, t_sec, face_index, FaceBox, probs]) as the faces table."""
     n = len(rows)
     a = {
@@ -237,13 +326,15 @@ def _faces_table(item: MediaItem, rows: list, model, run_id: str) -> pa.Table:
     if item.media_type == "video" and n:
         from .track import assign_tracks
 
-        track = assign_tracks(a["frame_index"], a["t_sec"], a["boxes"])
+        track = assign_tracks(a["frame_index"], a["t_sec"], a["boxes"], scores=a["det_score"],
+                              cut_frames=cuts)
     cols = {
         "root": [item.root] * n, "source": [item.source] * n,
         "media_type": [item.media_type] * n, "frame_index": a["frame_index"],
         "t_sec": pa.array(a["t_sec"], pa.float64(), mask=np.isnan(a["t_sec"])),
         "face_index": a["face_index"],
-        "track_id": pa.array(track if track is not None else [None] * n, pa.int64()),
+        "track_id": pa.array(track if track is not None else [None] * n, pa.int64(),
+                             mask=None if track is None else track < 0),
         "x": a["boxes"][:, 0], "y": a["boxes"][:, 1], "w": a["boxes"][:, 2],
         "h": a["boxes"][:, 3], "det_score": a["det_score"],
     }

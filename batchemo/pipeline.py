@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
-import queue
+import shutil
 import signal
+import sqlite3
 import sys
+import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tqdm import tqdm
-
 from . import outputs
 from .config import RunConfig, validate
-from .crop import CROP_MARGIN, CROP_MARGINS
-from .errors import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, ConfigError, OutputError
-from .extract import extract, worker_main
+from .engines.local import crop_margin
+from .engines.local import process as _process
+from .errors import (
+    EXIT_FATAL,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    BatchemoError,
+    ConfigError,
+    Interrupted,
+    LockedError,
+    OutputError,
+)
 from .infer import Batcher
 from .ledger import Ledger, OutputLock, fingerprint
 from .model import load_model
@@ -33,11 +42,10 @@ from .records import (
     STATUS_SKIPPED,
     MediaItem,
 )
-from .scan import scan
+from .scan import scan, table_safe
 from .write import OutputPaths
 
 log = logging.getLogger("batchemo")
-CHUNK_FRAMES = 16  # frames per message from a worker: small enough to keep memory flat
 
 
 @dataclass
@@ -66,21 +74,6 @@ class RunResult:
                 f"{self.files_failed} errors, {self.seconds:.1f} s, {rate:.0f} faces/s")
 
 
-@dataclass
-class _Pending:
-    """A file being processed: its rows wait for their crops' probabilities."""
-
-    item: MediaItem
-    fp: str
-    started: float
-    faces: list = field(default_factory=list)  # [frame_index, t_sec, face_index, box, probs]
-    frames: list = field(default_factory=list)  # (frame_index, t_sec, n_faces)
-    outstanding: int = 0
-    done: bool = False
-    info: dict = field(default_factory=dict)
-    error: str | None = None
-
-
 class _Interrupted(BaseException):  # not caught by `except Exception` (extract, Ray Data)
     pass
 
@@ -97,15 +90,6 @@ def settings_id(cfg: RunConfig, model_id: str, tta: bool, precision: str) -> str
     return hashlib.sha1(json.dumps(s, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def crop_margin(cfg: RunConfig) -> float:
-    """Margin that makes this detector's crops framed like the training faces (see crop.py)."""
-    return CROP_MARGINS.get(cfg.detector, CROP_MARGIN)
-
-
-def default_workers() -> int:
-    return max(1, (os.cpu_count() or 2) - 1)
-
-
 def run(cfg: RunConfig) -> RunResult:
     """Analyse every new or changed file under cfg.input; write all output tables.
 
@@ -115,6 +99,10 @@ def run(cfg: RunConfig) -> RunResult:
     validate(cfg)
     if not cfg.input:
         raise ConfigError("no input given (--input PATH, repeatable)")
+    missing = [str(p) for p in cfg.input if not os.path.exists(p)]
+    if missing:  # a misspelt or unmounted root is a usage error, not one failed file
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ConfigError(f"--input {missing[0]}: no such file or directory{more}")
     process = _process
     if cfg.engine == "ray":
         from .engines import ray as ray_engine
@@ -123,15 +111,73 @@ def run(cfg: RunConfig) -> RunResult:
         process = ray_engine.process
     paths = OutputPaths.from_out(cfg.out)
     try:
-        paths.state.mkdir(parents=True, exist_ok=True)
+        if paths.adopt_legacy_state():
+            log.info("moved the state of %s to %s", paths.out, paths.state)
     except OSError as e:
-        raise OutputError(f"cannot create {paths.state}: {e.strerror or e}") from None
-    with OutputLock(paths.state, cfg.wait):
-        ledger = Ledger(paths.state)
+        raise OutputError(f"cannot move the state folder to {paths.state}: {e}") from None
+    made = [d for d in ([paths.out, paths.state] if paths.is_dataset else [paths.state])
+            if not d.exists()]
+    previous = _catch_sigterm()
+    try:
         try:
-            return _run_locked(cfg, paths, ledger, process)
-        finally:
-            ledger.close()
+            paths.state.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create {paths.state}: {e.strerror or e}") from None
+        with OutputLock(paths.state, cfg.wait), _log_stream(cfg):
+            ledger = Ledger(paths.state)
+            try:
+                return _run_locked(cfg, paths, ledger, process)
+            finally:
+                ledger.close()
+    except _Interrupted:
+        _remove_unused(paths.state, made)
+        raise Interrupted("interrupted (SIGTERM) outside file processing; files finished "
+                          "before are kept and the next run completes the outputs") from None
+    except BatchemoError as e:
+        if not isinstance(e, LockedError):  # a run that could not start leaves no state behind
+            _remove_unused(paths.state, made)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _log_stream(cfg: RunConfig):
+    if not cfg.log_json:
+        return contextlib.nullcontext()
+    from .jsonlog import native_lines_as_json
+
+    return native_lines_as_json()
+
+
+def _catch_sigterm():
+    """SIGTERM raises _Interrupted from here on (start-up included); returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signals reach the main thread only; a caller's thread keeps its own
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _remove_unused(state: Path, made: list[Path]) -> None:
+    """Remove the folders this run created (`made`) if nothing was ever committed to `state`."""
+    if state not in made or not state.is_dir():
+        return
+    db = state / "ledger.sqlite"
+    if db.exists():
+        try:
+            con = sqlite3.connect(db)
+            try:
+                used = con.execute("SELECT (SELECT count(*) FROM files) + "
+                                   "(SELECT count(*) FROM runs)").fetchone()[0]
+            finally:
+                con.close()
+        except sqlite3.Error:
+            used = 0  # created but never got its tables
+        if used:
+            return
+    shutil.rmtree(state, ignore_errors=True)
+    for d in made:
+        if d != state and d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
 
 
 def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, process) -> RunResult:
@@ -141,30 +187,48 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, process) -> 
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     result = RunResult(run_id, paths.out)
     store = outputs.Store(paths, ledger)
+    store.failure_cap = None if cfg.log_json else store.failure_cap
     store.recover()  # a killed run's orphan parts go; its finished files are rebuilt below
 
-    model = load_model(cfg.model, cfg.precision)
+    # Plan before loading the model: a rerun with nothing to do never pays for TensorFlow.
+    card, model = _read_card(cfg), None
+    if card is None:  # load_model says what is wrong with the artifact
+        model = _load(cfg)
+        card = _Card(model.model_id, model.classes, bool(model.meta.get("tta", False)))
     known = ledger.get_meta("model_id")
-    if known and known != model.model_id and not cfg.force:
+    if known and known != card.model_id and not cfg.force:
         raise OutputError(f"{paths.out} was made with model {known}, this run uses "
-                          f"{model.model_id}; use --force to reprocess everything with the new "
+                          f"{card.model_id}; use --force to reprocess everything with the new "
                           "model, or write to a new --out")
-    ledger.set_meta("model_id", model.model_id)
-    ledger.set_meta("classes", json.dumps(model.classes))
-    tta = bool(cfg.tta and model.meta.get("tta", False))
-    sid = settings_id(cfg, model.model_id, tta, model.precision)
-
-    todo = _plan(cfg, ledger, store, sid, result, run_id, model.model_id)
+    tta = bool(cfg.tta and card.tta)
+    precision_key = f"precision:{card.model_id}:{cfg.precision}"  # how "auto" resolved here
+    precision = model.precision if model else ledger.get_meta(precision_key)
+    sid = settings_id(cfg, card.model_id, tta, precision) if precision else None
+    todo, new_keys = _plan(cfg, ledger, store, sid, result, run_id, card.model_id) if sid \
+        else ([], set())
+    if sid is None or todo:
+        model = model or _load(cfg)
+        precision = model.precision
+        ledger.set_meta(precision_key, precision)
+        if settings_id(cfg, model.model_id, tta, precision) != sid:  # first run, or changed
+            sid = settings_id(cfg, model.model_id, tta, precision)
+            # plan again from fresh counters; files found deleted were marked the first time
+            result = RunResult(run_id, paths.out, files_deleted=result.files_deleted)
+            todo, new_keys = _plan(cfg, ledger, store, sid, result, run_id, model.model_id)
+    ledger.set_meta("model_id", card.model_id)
+    ledger.set_meta("classes", json.dumps(list(card.classes)))
     log.info("%d files to process (%d new, %d changed, %d unchanged)", len(todo),
-             result.files_new, result.files_changed, result.files_unchanged)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+             len(new_keys), len(todo) - len(new_keys), result.files_unchanged)
     try:
-        process(cfg, todo, model, Batcher(model, cfg.batch_size, tta), store, sid, run_id, result)
+        if todo:
+            process(cfg, todo, model, Batcher(model, cfg.batch_size, tta), store, sid, run_id,
+                    result)
     except (_Interrupted, KeyboardInterrupt):
         result.interrupted = True
         log.warning("interrupted: finished files are kept, files in flight are dropped")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # Counted as committed, not as planned: an interrupted run reports only what it kept.
+    result.files_new = sum(key in new_keys for key in store.committed)
+    result.files_changed = len(store.committed) - result.files_new
     result.seconds = time.time() - started
     if result.interrupted:
         result.exit_code = EXIT_FATAL
@@ -173,42 +237,86 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, process) -> 
     ledger.add_run({**dataclasses.asdict(result), "run_id": run_id,
                     "started": datetime.fromtimestamp(started, UTC).isoformat(),
                     "finished": datetime.now(UTC).isoformat(),
-                    "model_id": model.model_id,
+                    "model_id": card.model_id,
                     # as applied: "auto" precision and TTA resolved
-                    "settings": {**dataclasses.asdict(cfg), "precision": model.precision,
+                    "settings": {**dataclasses.asdict(cfg), "precision": precision,
                                  "tta": tta}})
-    store.rebuild(model.classes, run_id, cfg)
+    derived = json.dumps({"bin": cfg.timeline_bin, "plots": str(cfg.plots or "")})
+    if (ledger.get_meta("dirty") or ledger.get_meta("derived") != derived
+            or not store.complete() or (cfg.plots and not Path(cfg.plots).is_dir())):
+        store.rebuild(card.classes, run_id, cfg)
+        ledger.set_meta("derived", derived)
+    else:  # nothing changed but the run history
+        store.write_runs(run_id)
     if cfg.log_json:  # one machine-readable closing record instead of the human line
-        print(json.dumps({"event": "run_finished", **dataclasses.asdict(result)}, default=str),
-              file=sys.stderr)
+        from .jsonlog import record
+
+        level = "INFO" if result.exit_code == EXIT_OK else "WARNING"
+        print(record(level, "batchemo", result.summary_line(), event="run_finished",
+                     **dataclasses.asdict(result)), file=sys.stderr)
     else:
         print(result.summary_line(), file=sys.stderr)
     return result
 
 
-def _plan(cfg, ledger, store, sid, result, run_id, model_id) -> list[tuple[MediaItem, str]]:
-    """Decide per scanned item: record as error/skipped, skip as unchanged, or process."""
+@dataclass(frozen=True)
+class _Card:
+    """What planning needs to know of a model; its JSON card says it without TensorFlow."""
+
+    model_id: str
+    classes: tuple[str, ...]
+    tta: bool
+
+
+def _read_card(cfg: RunConfig) -> _Card | None:
+    """The model's id (as load_model computes it), classes and TTA flag; None if unreadable."""
+    from .model import DEFAULT_MODEL, file_digest
+
+    path = Path(cfg.model) if cfg.model else DEFAULT_MODEL
+    path = path if path.suffix == ".keras" else path.with_suffix(".keras")
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        model_id = meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
+        return _Card(model_id, tuple(meta["classes"]), bool(meta.get("tta", False)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _load(cfg: RunConfig):
+    # TensorFlow's import and the model's load take seconds: say so, the terminal is not hung.
+    log.info("loading the model (%s)…", cfg.model or "shipped FER2013 model")
+    return load_model(cfg.model, cfg.precision)
+
+
+def _plan(cfg, ledger, store, sid, result, run_id, model_id
+          ) -> tuple[list[tuple[MediaItem, str]], set[tuple[str, str]]]:
+    """Decide per scanned item: record as error/skipped, skip as unchanged, or process.
+    Returns the files to process and the keys among them that are new."""
     known = ledger.files()
-    seen, todo = set(), []
-    for item in scan([str(p) for p in cfg.input], cfg.include, cfg.exclude):
+    seen, todo, new_keys = set(), [], set()
+    for item in scan([str(p) for p in cfg.input], cfg.include, cfg.exclude,
+                     skip=_own_paths(cfg, store.paths)):
         seen.add(item.key)
         prev = known.get(item.key)
         if item.error or item.media_type == OTHER:
             status = STATUS_ERROR if item.error else STATUS_SKIPPED
             if status == STATUS_ERROR:
                 result.files_failed += 1
+                store.report_failure(item, item.error)
             else:
                 result.files_skipped += 1
             if prev and prev["part"]:
                 store.forget(item.key, prev, prune=True)  # was media, now is not: rows go
-            outputs.commit_status(ledger, item, status, item.error or item.reason, run_id,
-                                  model_id)
+            why = item.error or item.reason
+            same = prev and (prev["status"], prev["error"], prev["size"], prev["mtime"],
+                             prev["present"], prev["part"]) == (status, why, item.size,
+                                                                item.mtime, True, None)
+            if not same:  # an unchanged row would only mark the outputs for a rebuild
+                outputs.commit_status(ledger, item, status, why, run_id, model_id)
             continue
         if cfg.force or prev is None or prev["settings_id"] != sid:
             if prev is None:
-                result.files_new += 1
-            else:
-                result.files_changed += 1
+                new_keys.add(item.key)
             todo.append((item, ""))
             continue
         if (prev["size"], prev["mtime"]) == (item.size, item.mtime) and prev["present"]:
@@ -224,111 +332,19 @@ def _plan(cfg, ledger, store, sid, result, run_id, model_id) -> list[tuple[Media
                 ledger.commit_file({**prev, "size": item.size, "mtime": item.mtime,
                                     "present": True})
             continue
-        result.files_changed += 1
         todo.append((item, fp))
-    roots = {str(p) for p in cfg.input}
+    roots = {table_safe(str(p)) for p in cfg.input}
     for key, prev in known.items():
         if key[0] in roots and key not in seen and (prev["present"] or cfg.prune_deleted):
             result.files_deleted += 1
             store.forget(key, prev, prune=cfg.prune_deleted)
-    return todo
+    return todo, new_keys
 
 
-def _process(cfg, todo, model, batcher, store, sid, run_id, result) -> None:
-    if not todo:
-        return
-    det_args = {"name": cfg.detector, "min_face": cfg.min_face,
-                "score_threshold": cfg.score_threshold}
-    n_workers = default_workers() if cfg.workers < 0 else cfg.workers
-    quiet = cfg.quiet or not sys.stderr.isatty()
-    bar = tqdm(total=len(todo), unit="file", disable=quiet, desc="files")
-    frames_bar = tqdm(unit="frame", disable=quiet, desc="frames", position=1)
-    pending: dict[int, _Pending] = {}
-
-    def finish_ready() -> None:
-        for idx in [i for i, p in pending.items() if p.done and p.outstanding == 0]:
-            p = pending.pop(idx)
-            status = store.commit_file(p, model, sid, run_id)
-            result.faces += len(p.faces)
-            result.frames += len(p.frames)
-            result.files_failed += status == STATUS_ERROR
-            bar.update(1)
-
-    def on_probs(done) -> None:
-        for (idx, row), probs in done:
-            p = pending[idx]
-            p.faces[row][4] = probs
-            p.outstanding -= 1
-
-    def handle(idx: int, msg: tuple) -> None:
-        kind, payload = msg
-        p = pending[idx]
-        if kind == "chunk":
-            for frame_index, t_sec, boxes, crops in payload:
-                p.frames.append((frame_index, t_sec, len(boxes)))
-                for face_index, (box, pixels) in enumerate(zip(boxes, crops, strict=True)):
-                    p.faces.append([frame_index, t_sec, face_index, box, None])
-                    p.outstanding += 1
-                    on_probs(batcher.add((idx, len(p.faces) - 1), pixels))
-            frames_bar.update(len(payload))
-        else:  # ("done", (info, error)); its faces may still wait for a full batch
-            p.info, p.error = payload
-            p.done = True
-            finish_ready()
-
-    try:
-        if n_workers == 0:
-            from .detect import get_detector
-
-            detector = get_detector(**det_args)
-            for idx, (item, fp) in enumerate(todo):
-                pending[idx] = _Pending(item, fp, time.time())
-                for msg in extract(item, cfg.fps, detector, model.input_size, crop_margin(cfg),
-                                   CHUNK_FRAMES):
-                    handle(idx, msg)
-        else:
-            _run_workers(cfg, todo, n_workers, det_args, model.input_size, pending, handle)
-        on_probs(batcher.flush())  # the last, partial batch
-        finish_ready()
-    finally:
-        bar.close()
-        frames_bar.close()
-
-
-def _run_workers(cfg, todo, n_workers, det_args, size, pending, handle) -> None:
-    # spawn, not fork: the parent holds TensorFlow's threads, which a fork would copy broken.
-    ctx = mp.get_context("spawn")
-    tasks, results = ctx.Queue(), ctx.Queue(maxsize=4 * n_workers)
-    procs = [ctx.Process(target=worker_main, args=(tasks, results, det_args, size,
-                                                   crop_margin(cfg), cfg.fps, CHUNK_FRAMES), daemon=True)
-             for _ in range(n_workers)]
-    for p in procs:
-        p.start()
-    try:
-        next_task = 0
-        in_flight = 0
-        # Keep each worker one file ahead, not the whole archive: a SIGTERM drops little.
-        while next_task < len(todo) or in_flight:
-            while next_task < len(todo) and in_flight < 2 * n_workers:
-                item, fp = todo[next_task]
-                pending[next_task] = _Pending(item, fp, time.time())
-                tasks.put((next_task, item))
-                next_task += 1
-                in_flight += 1
-            try:
-                idx, msg = results.get(timeout=5)
-            except queue.Empty:
-                if not all(p.is_alive() for p in procs):
-                    raise RuntimeError("a worker process died unexpectedly") from None
-                continue
-            handle(idx, msg)
-            in_flight -= msg[0] == "done"
-    finally:
-        for _ in procs:
-            tasks.put(None)
-        for p in procs:
-            p.join(timeout=2)
-            if p.is_alive():
-                p.terminate()
-        results.cancel_join_thread()
-        tasks.cancel_join_thread()
+def _own_paths(cfg: RunConfig, paths: OutputPaths) -> list[Path]:
+    """This run's outputs, state and plots: never inputs, even inside an input root."""
+    if paths.is_dataset:
+        own = [paths.out]
+    else:
+        own = [paths.table(name) for name in outputs.TABLES] + [paths.state]
+    return own + ([Path(cfg.plots)] if cfg.plots else [])

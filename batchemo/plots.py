@@ -59,6 +59,12 @@ def video_plot_name(root: str, source: str) -> str:
     return f"timeline_{safe}-{digest:08x}.png"
 
 
+def literal(text: object) -> str:
+    """Text from the data (file names, class names) drawn as is: a `$` would otherwise start
+    matplotlib's mathtext, and `$x_{$` in a file name raised while drawing."""
+    return str(text).replace("$", r"\$")
+
+
 def _save(fig: Figure, out: _Out) -> _Out:
     FigureCanvasAgg(fig)
     fig.savefig(out, format="png", dpi=DPI)
@@ -111,11 +117,11 @@ def video_timeline_figure(tl: pd.DataFrame, segs: pd.DataFrame | None, title: st
         ax.set_xlim(0, t_end)
         ax.xaxis.set_major_formatter(FuncFormatter(clock))
     axes[-1].set_xlabel("time (band: dominant-emotion segments)")
-    heading = title or str(tl["source"].iat[0] if len(tl) else "video")
+    heading = literal(title or (tl["source"].iat[0] if len(tl) else "video"))
     if len(tracks) > max_tracks:
         heading += f"  (showing {max_tracks} of {len(tracks)} tracks, most faces)"
     fig.suptitle(heading)
-    fig.legend(handles=[Patch(color=class_colour(c), label=c) for c in classes],
+    fig.legend(handles=[Patch(color=class_colour(c), label=literal(c)) for c in classes],
                loc="outside lower center", ncol=max(len(classes), 1), frameon=False)
     return fig
 
@@ -138,7 +144,8 @@ def run_shares_figure(summary_df: pd.DataFrame) -> Figure:
               if len(run) else np.zeros(len(classes)))
     fig = Figure(figsize=(8, 4), dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    bars = ax.bar(classes, shares, color=[class_colour(c) for c in classes])
+    bars = ax.bar(range(len(classes)), shares, color=[class_colour(c) for c in classes])
+    ax.set_xticks(range(len(classes)), [literal(c) for c in classes])
     ax.bar_label(bars, labels=[f"{s:.0%}" for s in shares])
     top = float(np.nanmax(shares, initial=0.0)) if len(shares) else 0.0
     ax.set_ylim(0, max(top, 0.05) * 1.15)

@@ -74,3 +74,4 @@ class MediaInfo:
     duration: float | None = None
     frames_sampled: int = 0
     decode_failures: int = 0
+    warning: str | None = None  # the file was used, but is damaged (goes to the `error` column)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +25,20 @@ def _paths(results: Path | None) -> OutputPaths:
 def load(results: Path, table: str) -> pd.DataFrame | None:
     """One table of a run's output as a DataFrame (None if that companion does not exist)."""
     path = _paths(results).table(table)
-    return read_table(path).to_pandas() if path.exists() else None
+    if not path.exists():
+        return None
+    with _readable(path):
+        return read_table(path).to_pandas()
+
+
+@contextlib.contextmanager
+def _readable(path: Path):
+    """A corrupt or truncated table is a job that cannot be done (exit 2), not a traceback."""
+    try:
+        yield
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise ConfigError(f"{path}: cannot read this table ({type(e).__name__}: {e}); rerun "
+                          "`batchemo run` on the same output to rebuild it") from None
 
 
 def _write(df: pd.DataFrame, path: Path) -> None:
@@ -42,9 +56,11 @@ def make_timeline(cfg: TimelineConfig) -> Path:
         f"{paths.out.stem}.timeline.{paths.fmt}")
     frames = paths.table("frames")
     if paths.fmt == "parquet" and not cfg.segments_out:  # streams: bounded memory
-        return timeline_from_parquet(paths.table("faces"), frames if frames.exists() else None,
-                                     out_path=out, bin_sec=cfg.bin, smoothing=cfg.smoothing,
-                                     window_sec=cfg.window)
+        with _readable(paths.table("faces")):
+            return timeline_from_parquet(paths.table("faces"),
+                                         frames if frames.exists() else None,
+                                         out_path=out, bin_sec=cfg.bin,
+                                         smoothing=cfg.smoothing, window_sec=cfg.window)
     tl = timeline(load(cfg.results, "faces"), load(cfg.results, "frames"), bin_sec=cfg.bin,
                   smoothing=cfg.smoothing, window_sec=cfg.window)
     _write(tl, out)
@@ -62,7 +78,7 @@ def make_summary(cfg: SummaryConfig) -> tuple[pd.DataFrame, str]:
     if bad:
         raise ConfigError(f"--level {bad[0]}: choose from {', '.join(LEVELS)}")
     df = summarize(load(cfg.results, "faces"), load(cfg.results, "files"),
-                   load(cfg.results, "frames"))
+                   load(cfg.results, "frames"), min_track_sec=cfg.min_track)
     if cfg.out:
         _write(df, Path(cfg.out))
     return df, format_summary(df, tuple(cfg.level) or ("run", "folder", "file"))
@@ -75,6 +91,7 @@ def make_report(cfg: ReportConfig) -> Path:
     validate(cfg)
     try:
         return write_report(load(cfg.results, "faces"), load(cfg.results, "frames"),
-                            load(cfg.results, "files"), cfg.out, title=cfg.title)
+                            load(cfg.results, "files"), cfg.out, title=cfg.title,
+                            runs=load(cfg.results, "runs"), min_track_sec=cfg.min_track)
     except OSError as e:
         raise OutputError(f"cannot write {cfg.out}: {e.strerror or e}") from None

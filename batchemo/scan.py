@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -14,22 +15,29 @@ from .records import IMAGE, OTHER, VIDEO, MediaItem
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-VIDEO_EXTS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif",
+                        ".heic", ".heif", ".avif"})
+VIDEO_EXTS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv",
+                        ".wmv", ".asf", ".3gp", ".3g2", ".ts", ".m2ts", ".mts", ".ogv"})
 MEDIA_EXTS = IMAGE_EXTS | VIDEO_EXTS
 
-_HEAD_BYTES = 512  # covers every signature below, including the second MPEG-TS sync byte at 188
+_HEAD_BYTES = 512  # covers every signature below, including the third MPEG-TS sync byte at 376
 # QuickTime files may open with any of these atoms instead of 'ftyp'.
 _QT_ATOMS = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
-# ISO-BMFF brands that are still images (HEIF/AVIF) or audio, not video.
-_NOT_VIDEO_BRANDS = dict.fromkeys(b"heic heix hevc heim heis mif1 msf1".split(), "HEIF image")
-_NOT_VIDEO_BRANDS |= dict.fromkeys(b"avif avis".split(), "AVIF image")
-_NOT_VIDEO_BRANDS |= dict.fromkeys([b"M4A ", b"M4B ", b"M4P "], "audio-only MPEG-4")
+# ISO-BMFF brands that are still images (HEIF, AVIF; decoded with Pillow) or audio, not video.
+_IMAGE_BRANDS = dict.fromkeys(b"heic heix hevc heim heis mif1 msf1".split(), "heif")
+_IMAGE_BRANDS |= dict.fromkeys(b"avif avis".split(), "avif")
+_NOT_VIDEO_BRANDS = dict.fromkeys([b"M4A ", b"M4B ", b"M4P "], "audio-only MPEG-4")
 _BMP_DIB_SIZES = {12, 40, 52, 56, 64, 108, 124}  # 'BM' alone is too weak a signature
+_ASF_GUID = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")  # WMV / ASF header object
+_OGG_VIDEO = (b"\x80theora", b"OVP80", b"\x80daala")  # codec headers in an Ogg stream's first page
 
 
 def image_format(head: bytes) -> str | None:
-    """The format (jpeg, png, gif, bmp, webp, tiff) named by a file's first bytes, or None."""
+    """The format (jpeg, png, gif, bmp, webp, tiff, heif, avif) named by a file's first bytes,
+    or None."""
+    if head[4:8] == b"ftyp" and head[8:12] in _IMAGE_BRANDS:
+        return _IMAGE_BRANDS[head[8:12]]
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -45,21 +53,37 @@ def image_format(head: bytes) -> str | None:
     return None
 
 
-def _sniff_head(head: bytes) -> tuple[str, str | None]:
-    """(IMAGE | VIDEO | OTHER, what an OTHER actually is when known)."""
+def _sniff_head(head: bytes, strict: bool = False) -> tuple[str, str | None]:
+    """(IMAGE | VIDEO | OTHER, what an OTHER actually is when known).
+
+    `strict` for files whose extension names no media (sidecars, text): a text line could
+    pass the weakest signatures ('Get free…' as a QuickTime atom, 'G' at 0 and 188 as MPEG-TS).
+    """
     if image_format(head):
         return IMAGE, None
     if head[4:8] == b"ftyp" and head[8:12] in _NOT_VIDEO_BRANDS:
         return OTHER, _NOT_VIDEO_BRANDS[head[8:12]]
+    if head[:3] == b"FLV" and len(head) > 4:  # flags byte: 1 = has video
+        return (VIDEO, None) if head[4] & 1 else (OTHER, "audio-only Flash Video")
+    if head[:4] == b"OggS":
+        return (VIDEO, None) if any(m in head for m in _OGG_VIDEO) else (OTHER, "Ogg audio")
+    packets = 3 if strict else 2
     if (
-        head[4:8] in _QT_ATOMS
+        (head[4:8] in _QT_ATOMS and not (strict and head[0]))  # atom size: binary, not text
         or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
         or head.startswith(b"\x1a\x45\xdf\xa3")  # Matroska / WebM (EBML)
         or head[:4] in (b"\0\0\1\xba", b"\0\0\1\xb3")  # MPEG program / video elementary stream
-        or (len(head) > 188 and head[0] == head[188] == 0x47)  # MPEG transport stream
+        or head[:16] == _ASF_GUID  # WMV / ASF
+        or _sync_bytes(head, 0, 188, packets)  # MPEG transport stream
+        or _sync_bytes(head, 4, 192, packets)  # M2TS / AVCHD (.mts): 4-byte time code first
     ):
         return VIDEO, None
     return OTHER, None
+
+
+def _sync_bytes(head: bytes, start: int, step: int, n: int) -> bool:
+    at = range(start, start + step * n, step)
+    return len(head) > at[-1] and all(head[i] == 0x47 for i in at)
 
 
 def sniff(path: Path) -> str:
@@ -69,7 +93,8 @@ def sniff(path: Path) -> str:
 
 
 def scan(
-    roots: Sequence[str | Path], include: Sequence[str] = (), exclude: Sequence[str] = ()
+    roots: Sequence[str | Path], include: Sequence[str] = (), exclude: Sequence[str] = (),
+    skip: Sequence[str | Path] = (),
 ) -> Iterator[MediaItem]:
     """Yield one MediaItem per file under each root (a directory, walked recursively, or a file).
 
@@ -79,18 +104,22 @@ def scan(
     yielded, its `source` being its name. Only files with a media extension are opened: their
     content decides IMAGE or VIDEO, and content that is neither makes an error item. Other
     files come as OTHER with a `reason` (skipped). Unreadable entries, broken links and
-    symlink loops come as OTHER items with `error` set.
+    symlink loops come as OTHER items with `error` set. Files and folders in `skip` (a run's
+    own outputs and state, when they lie inside a root) are left out silently.
     """
+    skipped = frozenset(q for p in skip for q in (os.path.abspath(p), os.path.realpath(p)))
     for root in roots:
-        yield from _scan_root(os.fspath(root), tuple(include), tuple(exclude))
+        yield from _scan_root(os.fspath(root), tuple(include), tuple(exclude), skipped)
 
 
 Globs = tuple[str, ...]
 
 
-def _scan_root(root: str, include: Globs, exclude: Globs) -> Iterator[MediaItem]:
+def _scan_root(root: str, include: Globs, exclude: Globs,
+               skip: frozenset[str] = frozenset()) -> Iterator[MediaItem]:
     # abspath, not resolve: `path` keeps the user's symlinked folder names
     top = Path(os.path.abspath(root))
+    root = table_safe(root)  # the `root` column; `top` keeps the real bytes
     try:
         st = top.stat()
     except OSError as e:
@@ -98,18 +127,39 @@ def _scan_root(root: str, include: Globs, exclude: Globs) -> Iterator[MediaItem]
         yield _error(root, "", top, "input not found" if missing else _os_reason(e, top))
         return
     if not stat.S_ISDIR(st.st_mode):
-        yield _file_item(root, _table_safe(top.name), top)
+        yield _file_item(root, table_safe(top.name), top)
         return
     real = os.path.realpath(top)
-    walk = _Walk(root, real, include, exclude)
+    walk = _Walk(root, real, include, exclude, skip)
     yield from walk.directory(top, "", real)
 
 
 class _Walk:
-    def __init__(self, root: str, root_real: str, include: Globs, exclude: Globs):
+    def __init__(self, root: str, root_real: str, include: Globs, exclude: Globs,
+                 skip: frozenset[str] = frozenset()):
         self.root, self.root_real = root, root_real
         self.include, self.exclude = include, exclude
+        self.skip = skip
         self.visited = {root_real}
+        self.linked: dict[str, str] = {}  # real path of a followed file link → its source
+
+    def file(self, source: str, path: Path, entry: os.DirEntry) -> MediaItem:
+        """A file, or a file symlink followed once by real path: a link to a file inside the
+        root is skipped (the file is analysed under its own name), a link out of the root is
+        followed unless another link led to the same file."""
+        if entry.is_symlink():
+            real = os.path.realpath(path)
+            if os.path.isfile(real):
+                if _inside(real, self.root_real):
+                    to = table_safe(os.path.relpath(real, self.root_real).replace(os.sep, "/"))
+                    why = f"symlink to {to}, analysed under that name"
+                elif real in self.linked:
+                    why = f"symlink to the same file as {self.linked[real]}"
+                else:
+                    self.linked[real] = source
+                    return _file_item(self.root, source, path)
+                return MediaItem(self.root, source, path, OTHER, *_stat_or_zero(path), reason=why)
+        return _file_item(self.root, source, path)
 
     def directory(self, path: Path, rel: str, real_path: str) -> Iterator[MediaItem]:
         try:
@@ -123,15 +173,19 @@ class _Walk:
         keyed = [(e.name + "/" if _is_dir(e) else e.name, e) for e in entries]
         for key, entry in sorted(keyed, key=lambda k: k[0]):
             source = f"{rel}/{entry.name}" if rel else entry.name
-            source = _table_safe(source)
+            source = table_safe(source)
             child = Path(entry.path)
+            if entry.path in self.skip:
+                continue
             if not key.endswith("/"):
                 if _wanted(source, self.include, self.exclude):
-                    yield _file_item(self.root, source, child)
+                    yield self.file(source, child, entry)
                 continue
             if _matches(source, self.exclude):
                 continue
             real = os.path.realpath(child)
+            if real in self.skip:
+                continue
             if _inside(real_path, real):  # the link leads back to where we are
                 why = "symlink loop: links to an enclosing directory"
                 yield _error(self.root, source, child, why)
@@ -148,9 +202,7 @@ class _Walk:
 def _file_item(root: str, source: str, path: Path) -> MediaItem:
     ext = path.suffix.lower()
     if ext not in MEDIA_EXTS:
-        size, mtime = _stat_or_zero(path)
-        why = f"not media ({ext})" if ext else "not media (no extension)"
-        return MediaItem(root, source, path, OTHER, size, mtime, reason=why)
+        return _probe(root, source, path, ext)
     try:
         st = path.stat()
     except OSError as e:
@@ -169,6 +221,24 @@ def _file_item(root: str, source: str, path: Path) -> MediaItem:
     expected = "not an image" if ext in IMAGE_EXTS else "not a video"
     detail = f"{what} is not supported" if what else "content is not a known image or video format"
     return _error(root, source, path, f"{expected}: {detail}", st)
+
+
+def _probe(root: str, source: str, path: Path, ext: str) -> MediaItem:
+    """A file whose extension names no media: its content decides (a photo or video under any
+    name is analysed); anything else, or anything unreadable, is skipped as not media."""
+    size, mtime = _stat_or_zero(path)
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        if stat.S_ISREG(st.st_mode) and st.st_size:
+            with open(path, "rb") as f:
+                head = f.read(_HEAD_BYTES)
+            # every media header holds control bytes (NUL above all); text has none
+            binary = any(b < 9 or 13 < b < 32 for b in head)
+            kind = _sniff_head(head, strict=True)[0] if binary else OTHER
+            if kind != OTHER:
+                return MediaItem(root, source, path, kind, st.st_size, st.st_mtime)
+    why = f"not media ({ext})" if ext else "not media (no extension)"
+    return MediaItem(root, source, path, OTHER, size, mtime, reason=why)
 
 
 def _error(
@@ -218,11 +288,12 @@ def _wanted(source: str, include: Globs, exclude: Globs) -> bool:
     return (not include or _matches(source, include)) and not _matches(source, exclude)
 
 
-def _table_safe(source: str) -> str:
-    # Names that are not valid UTF-8 arrive as lone surrogates, which Parquet/CSV cannot encode;
-    # `source` shows them as U+FFFD while `path` keeps the real name for opening the file.
+def table_safe(name: str) -> str:
+    """A file name as the tables hold it: bytes that are not UTF-8 (lone surrogates here, which
+    Parquet/CSV cannot encode) become backslash escapes, `\\xff`, so that two such names stay
+    two names (U+FFFD made `\\xff.jpg` and `\\xfe.jpg` one). `path` keeps the real name."""
     try:
-        source.encode("utf-8")
-        return source
+        name.encode("utf-8")
+        return name
     except UnicodeEncodeError:
-        return source.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .track import suspect_reasons
+
 LEVELS = ("run", "folder", "file", "track")
 SEGMENT_COLUMNS = ["root", "source", "track_id", "emotion", "start_sec", "end_sec",
                    "duration_sec", "mean_confidence", "n_faces"]
@@ -139,6 +141,7 @@ def summarize(
     faces: pd.DataFrame | pa.Table,
     files: pd.DataFrame | pa.Table | None = None,
     frames: pd.DataFrame | pa.Table | None = None,
+    min_track_sec: float = 0.0,
 ) -> pd.DataFrame:
     """Statistics per run, top-level folder, file and track, one row each, told by `level`.
 
@@ -146,7 +149,9 @@ def summarize(
     '.' at the root), source, track_id, media_type, n_files, faces (face rows),
     seconds_on_screen, p_<class> (mean probability), share_<class> (fraction of face rows whose
     top class is <class>), dominant (the most frequent top class, ties to the higher mean
-    probability), mean_confidence, valence (see `valence`).
+    probability), mean_confidence, valence (see `valence`), suspect (track rows: probably not
+    a person's face, see track.suspect_reasons; null on other levels). Track rows on screen for
+    less than `min_track_sec` are left out (the file, folder and run rows keep their faces).
 
     seconds_on_screen: for a video file, the number of sampled frames with at least one face
     × the sampling interval (see `sampling_intervals`); for a track, its sampled frames × the
@@ -186,6 +191,10 @@ def summarize(
     n_frames = tracked.groupby(["root", "folder", "source", "track_id"])["frame_index"].nunique()
     per_track["seconds_on_screen"] = n_frames.to_numpy() * interval.reindex(tidx).to_numpy()
     per_track["media_type"], per_track["n_files"] = "video", 1
+    per_track["suspect"] = suspect_reasons(tracked).reindex(
+        pd.MultiIndex.from_frame(per_track[["root", "source", "track_id"]])).notna().to_numpy()
+    if min_track_sec > 0:
+        per_track = per_track[~(per_track["seconds_on_screen"] < min_track_sec - 1e-9)]
 
     secs = per_file.groupby(["root", "folder"])["seconds_on_screen"].sum(min_count=0)
     per_folder = _aggregate(faces, ["root", "folder"], classes)
@@ -207,8 +216,9 @@ def summarize(
     out = pd.concat(parts, ignore_index=True)
     cols = (["level", "root", "folder", "source", "track_id", "media_type", "n_files", "faces",
              "seconds_on_screen"] + [f"p_{c}" for c in classes] + [f"share_{c}" for c in classes]
-            + ["dominant", "mean_confidence", "valence"])
+            + ["dominant", "mean_confidence", "valence", "suspect"])
     out = out.reindex(columns=cols)
+    out["suspect"] = out["suspect"].astype("boolean")
     out["track_id"] = out["track_id"].astype("Int64")
     out["faces"] = out["faces"].astype(np.int64)
     out["n_files"] = out["n_files"].astype(np.int64)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -104,7 +105,20 @@ class OutputPaths:
     def state(self) -> Path:
         if self.is_dataset:
             return self.out / "_batchemo"  # '_' prefix: Parquet readers ignore it
+        if self.fmt == "csv":  # results.csv and results.parquet in one folder: two states
+            return self.out.with_name(f"{self.out.stem}.csv.batchemo")
         return self.out.with_name(f"{self.out.stem}.batchemo")
+
+    def adopt_legacy_state(self) -> bool:
+        """Move a CSV output's state from `<stem>.batchemo/` (where versions before issue 14
+        kept it) to its own folder, unless a Parquet output beside it owns that folder."""
+        legacy = self.out.with_name(f"{self.out.stem}.batchemo")
+        if self.is_dataset or self.fmt != "csv" or self.state.exists() or not legacy.is_dir():
+            return False
+        if self.out.with_suffix(".parquet").exists() or not self.out.exists():
+            return False
+        os.replace(legacy, self.state)
+        return True
 
 
 def _metadata(schema: pa.Schema) -> pa.Schema:
@@ -139,7 +153,7 @@ def write_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch], path: Pa
         else:
             with pacsv.CSVWriter(tmp, schema) as w:
                 for b in batches:
-                    w.write_batch(b)
+                    w.write_batch(csv_safe(b))
                     rows += b.num_rows
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -151,6 +165,23 @@ def write_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch], path: Pa
         tmp.unlink(missing_ok=True)
         raise
     return rows
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) in a file
+# name): in CSV such text gets a leading apostrophe, as OWASP advises. Parquet keeps it verbatim.
+_FORMULA_START = "^[=+\\-@\t\r]"
+
+
+def csv_safe(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with every string that a spreadsheet would run as a formula prefixed by `'`."""
+    cols = []
+    for col in batch.columns:
+        if pa.types.is_string(col.type) and len(col):
+            risky = pc.fill_null(pc.match_substring_regex(col, _FORMULA_START), False)
+            if pc.any(risky).as_py():
+                col = pc.if_else(risky, pc.binary_join_element_wise("'", col, ""), col)
+        cols.append(col)
+    return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
 
 
 def read_table(path: Path) -> pa.Table:

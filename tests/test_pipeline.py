@@ -265,7 +265,8 @@ def test_real_media_end_to_end(tmp_path, copy_shared, random_model):
     video = faces[faces.source == "videos/multi_person_stage_audience.mp4"]
     frames = read(out, "frames")
     assert frames.t_sec.is_monotonic_increasing and frames.t_sec.is_unique
-    assert video.track_id.notna().all() and video.track_id.nunique() >= 2
+    # Nearly all tracked: a lone low-score detection starts no track (ByteTrack; issue 15).
+    assert video.track_id.notna().mean() > 0.9 and video.track_id.nunique() >= 2
     # one track never holds two faces of the same frame
     assert not video.duplicated(["frame_index", "track_id"]).any()
 

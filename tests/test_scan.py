@@ -33,8 +33,11 @@ def tree(tmp_path, make_image, make_video):
 
 
 def test_exts():
-    assert IMAGE_EXTS == {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-    assert VIDEO_EXTS == {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+    assert IMAGE_EXTS == {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff",
+                          ".gif", ".heic", ".heif", ".avif"}  # fmt: skip (issue 14.10)
+    assert VIDEO_EXTS == {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg",
+                          ".flv", ".wmv", ".asf", ".3gp", ".3g2", ".ts", ".m2ts", ".mts",
+                          ".ogv"}  # fmt: skip (issue 14.10)
 
 
 def test_walk_types_order_and_fields(tree):
@@ -130,7 +133,8 @@ def test_not_media_with_media_extension_is_error(tmp_path, make_zero_byte, make_
     assert got["empty.mp4"].error == "empty file (0 bytes)"
     assert got["notes.jpg"].error == "not an image: content is not a known image or video format"
     assert got["notes.mov"].error == "not a video: content is not a known image or video format"
-    assert got["iphone.jpg"].error == "not an image: HEIF image is not supported"
+    # HEIF is a supported photo format now (issue 14.10), whatever the extension says
+    assert got.pop("iphone.jpg").media_type == IMAGE
     assert all(it.media_type == OTHER and it.reason is None for it in got.values())
 
 
@@ -154,7 +158,7 @@ SIGNATURES = {
     "mpeg-ps": (b"\0\0\x01\xba\x44\0", VIDEO),
     "mpeg-es": (b"\0\0\x01\xb3\x14\0", VIDEO),
     "mpeg-ts": (b"\x47" + bytes(187) + b"\x47" + bytes(187), VIDEO),
-    "heic": (b"\0\0\0\x18ftypheic", OTHER),
+    "heic": (b"\0\0\0\x18ftypheic", IMAGE),  # decoded with pillow-heif (issue 14.10)
     "m4a": (b"\0\0\0\x18ftypM4A ", OTHER),
     "text": (b"hello world", OTHER),
     "empty": (b"", OTHER),
@@ -193,7 +197,7 @@ def test_name_not_utf8(tmp_path, make_image):
     p = make_image("x.jpg")
     os.rename(p, os.path.join(os.fsencode(d), b"caf\xe9.jpg"))
     (item,) = scan([d])
-    assert item.source == "caf\ufffd.jpg"  # encodable for the tables
+    assert item.source == "caf\\xe9.jpg"  # encodable for the tables, distinct (issue 14.5)
     item.source.encode("utf-8")
     assert item.media_type == IMAGE and item.path.exists()
 
@@ -219,7 +223,9 @@ def test_symlinks_followed_once(tmp_path, make_image):
     got = by_source(scan([root]))
     assert set(got) == {"broken.jpg", "ext/o.jpg", "file_link.jpg", "real/r.jpg", "self.mp4"}
     assert got["ext/o.jpg"].media_type == IMAGE and got["ext/o.jpg"].path == root / "ext" / "o.jpg"
-    assert got["file_link.jpg"].media_type == IMAGE
+    # followed once, by real path (issue 14.14): r.jpg is analysed as real/r.jpg only
+    assert got["file_link.jpg"].media_type == OTHER
+    assert got["file_link.jpg"].reason == "symlink to real/r.jpg, analysed under that name"
     assert got["broken.jpg"].error.startswith("broken symlink")
     assert got["broken.jpg"].media_type == OTHER
     assert got["self.mp4"].error == "symlink loop"

@@ -146,3 +146,42 @@ def test_run_without_faces_still_summarised():
     assert level(s, "file")["source"].tolist() == ["sub/d.jpg"]  # the no_face file
     text = format_summary(s)
     assert "sub/d.jpg" in text and not re.search(r"\bnan\b", text)
+
+
+def test_suspect_tracks_and_their_reasons():
+    from batchemo.track import suspect_reasons
+
+    rows = []
+    for f in range(8):  # a person: moves a little, strong detections
+        rows.append({**face("v.mp4", f, "happy", track=0), "x": 100 + 3 * f, "y": 50 + f % 2,
+                     "w": 60, "h": 60})
+    for f in range(6):  # lettering on a title card: weak detections
+        rows.append({**face("v.mp4", f, "sad", track=1), "x": 300 + 5 * f, "w": 50, "h": 50,
+                     "det_score": 0.54})
+    for f in range(2):  # seen twice
+        rows.append({**face("v.mp4", f, "angry", track=2), "x": 500 + 9 * f, "w": 40, "h": 40})
+    for f in range(6):  # a box that never moves: a poster
+        rows.append({**face("v.mp4", f, "neutral", track=3), "x": 700, "y": 20, "w": 70,
+                     "h": 70})
+    faces = pd.DataFrame(rows)
+    faces["track_id"] = faces["track_id"].astype("Int64")
+    why = suspect_reasons(faces)
+    assert ("R", "v.mp4", 0) not in why.index
+    assert why[("R", "v.mp4", 1)] == "low detector scores (mean 0.54)"
+    assert why[("R", "v.mp4", 2)] == "only 2 faces"
+    assert "does not move" in why[("R", "v.mp4", 3)]
+    t = level(summarize(faces), "track").set_index("track_id")
+    assert t["suspect"].tolist() == [False, True, True, True]
+    assert level(summarize(faces), "file")["suspect"].isna().all()
+
+
+def test_min_track_leaves_out_short_track_rows_only():
+    faces, files, frames = run_tables()
+    full = summarize(faces, files, frames)
+    short = summarize(faces, files, frames, min_track_sec=1.5)
+    # a.mp4's tracks: 4 frames × 0.5 s = 2 s (kept) and 2 × 0.5 s = 1 s (left out)
+    assert level(full, "track")["track_id"].tolist() == [0, 1, 0]
+    kept = level(short, "track")
+    assert list(zip(kept["source"], kept["track_id"], strict=True)) == [("a.mp4", 0),
+                                                                       ("sub/b.mp4", 0)]
+    pd.testing.assert_frame_equal(level(full, "file"), level(short, "file"))

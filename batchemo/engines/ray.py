@@ -1,7 +1,7 @@
 """`--engine ray`: the local engine's stage functions on Ray Data.
 
 Only the processing step is Ray's. Lock, ledger, plan, per-file commits, rebuild and exit codes are
-the local engine's: `process` has the signature of `pipeline._process` and is called in its place.
+the local engine's: `process` has the signature of `engines.local.process` and is called in its place.
 
     files to do ─▶ _DetectCrop actors: extract() = decode → detect → crop, one file per call
                 ─▶ _Infer actor: holds the model; fixed-size padded batches, as infer.Batcher
@@ -59,7 +59,7 @@ def require_ray():
 
 
 def process(cfg, todo, model, batcher, store, sid, run_id, result) -> None:
-    """`pipeline._process` on Ray: the same files in, the same per-file commits and counters out.
+    """`engines.local.process` on Ray: the same files in, the same per-file commits and counters out.
 
     `batcher` gives the batch size and test-time augmentation; the model runs in the actor.
     """
@@ -174,7 +174,7 @@ def _rows(idx, size, kinds, fis, ts, fidx, boxes, scores, crops, n_rows=0, meta=
 def _dataset(ray, cfg, todo, model, batcher):
     from ray.data import ActorPoolStrategy
 
-    from ..pipeline import CHUNK_FRAMES, crop_margin
+    from .local import CHUNK_FRAMES, crop_margin
 
     cpus = ray.cluster_resources().get("CPU", 1)
     # More actors than the CPUs can hold would wait for resources forever (half a CPU spare).
@@ -220,11 +220,11 @@ def _dataset(ray, cfg, todo, model, batcher):
 
 def _collect(ds, cfg, todo, model, store, sid, run_id, result) -> None:
     """Gather rows per file; commit each file as soon as all of its rows are in."""
-    from ..pipeline import _Pending
+    from .local import Pending
 
     quiet = cfg.quiet or not sys.stderr.isatty()
     bar = tqdm(total=len(todo), unit="file", disable=quiet, desc="files")
-    pending: dict[int, _Pending] = {}
+    pending: dict[int, Pending] = {}
     batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy"))
     try:
         for b in batches:
@@ -233,7 +233,7 @@ def _collect(ds, cfg, todo, model, store, sid, run_id, result) -> None:
                 p = pending.get(idx)
                 if p is None:
                     item, fp = todo[idx]
-                    p = pending[idx] = _Pending(item, fp, time.time())
+                    p = pending[idx] = Pending(item, fp, time.time())
                 kind = b["kind"][r]
                 fi, t = int(b["frame_index"][r]), float(b["t_sec"][r])
                 t = None if np.isnan(t) else t
