@@ -1,24 +1,9 @@
 """Import TensorFlow/Keras without the start-up chatter a cron job must not print."""
 
-import contextlib
 import os
 import sys
 
-
-@contextlib.contextmanager
-def _stderr_silenced():
-    # TF 2.21 writes oneDNN/cuInit/cpu-feature lines straight to fd 2 from C++ before absl logging
-    # is initialised, so TF_CPP_MIN_LOG_LEVEL alone does not hide them: mute the descriptor itself.
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+from ._quiet import fd2_silenced
 
 
 def import_tf():
@@ -27,7 +12,9 @@ def import_tf():
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    with _stderr_silenced():
+    # TF 2.21 writes oneDNN/cuInit/cpu-feature lines straight to fd 2 from C++ before absl logging
+    # is initialised, so TF_CPP_MIN_LOG_LEVEL alone does not hide them: mute the descriptor itself.
+    with fd2_silenced():
         import tensorflow as tf
 
         tf.get_logger().setLevel("ERROR")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write, replace_synced
 from .errors import MediaError, OutputError
 from .plots import class_colour
 
@@ -196,9 +196,8 @@ def safe_name(source: str, root: str = "") -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
 
 
 @dataclass
@@ -288,7 +287,7 @@ def write_video(path: Path, src: Path, faces: pd.DataFrame, interval: float) -> 
             writer.release()
     if tmp is None:
         raise OSError("no frame could be decoded")
-    os.replace(tmp, path)
+    replace_synced(tmp, path)
     return path
 
 

@@ -154,6 +154,14 @@ def run(job, **flags) -> None:
     from .pipeline import run as run_pipeline
 
     result = run_pipeline(cfg)
+    if cfg.log_json:  # one machine-readable closing record instead of the human line
+        from .jsonlog import record
+
+        level = "INFO" if result.exit_code == 0 else "WARNING"
+        click.echo(record(level, "batchemo", result.summary_line(), event="run_finished",
+                          **dataclasses.asdict(result)), err=True)
+    else:
+        click.echo(result.summary_line(), err=True)
     sys.exit(result.exit_code)
 
 

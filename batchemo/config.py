@@ -16,6 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .choices import (
+    ARCHS,
+    AUGMENTS,
+    DEGRADATIONS,
+    DETECTORS,
+    ENGINES,
+    LABELS,
+    PRECISIONS,
+    SMOOTHING,
+    TRAIN_PRECISIONS,
+)
 from .errors import ConfigError
 
 
@@ -42,7 +53,7 @@ class TrainConfig:
                     short="-o")
     arch: str = opt("default", "Architecture: 'default' (48x48 VGG-BN) or 'seed' (the seed "
                     "document's 128x128 two-conv net, a reference baseline).",
-                    choices=("default", "seed"))
+                    choices=ARCHS)
     classes: list[str] = opt([], "Train on these classes only, in this order (comma-separated, "
                              "e.g. angry,disgust,fear,happy,sad,surprise). Default: all found.")
     val: Path | None = opt(None, "Validation folder tree for checkpoint choice and early stopping "
@@ -91,12 +102,12 @@ class TrainConfig:
     precision: str = opt("auto", "Training precision: auto = mixed_bfloat16 where the CPU has "
                          "bf16 natively (measured 2x faster than float32 there), else float32 "
                          "(emulated bf16 is slow and trained worse); the artifact is always "
-                         "float32.", choices=("auto", "float32", "mixed_bfloat16"))
+                         "float32.", choices=TRAIN_PRECISIONS)
     augment: str = opt("layers", "Training augmentation for 'default' (flip, rotation, zoom, "
                        "shift): Keras's preprocessing layers, or the same as one batched "
                        "resampling (gather: one interpolation instead of three, no per-image "
                        "work; for GPU backends, where the layers ran at CPU speed).",
-                       choices=("layers", "gather"))
+                       choices=AUGMENTS)
     seed: int = opt(1337, "Random seed (weights, shuffling, augmentation, splits).")
     work_dir: Path | None = opt(None, "Checkpoints and backups, so a killed training resumes "
                                 "(default: ~/.cache/batchemo/train/<out name>).")
@@ -107,9 +118,6 @@ class TrainConfig:
 
     def resolved_work_dir(self) -> Path:
         return Path(self.work_dir) if self.work_dir else _cache_dir() / "train" / Path(self.out).stem
-
-
-DEGRADATIONS = ("24px", "16px", "jpeg30", "16px+jpeg30")
 
 
 @dataclass
@@ -126,7 +134,7 @@ class EvaluateConfig:
     batch_size: int = opt(256, "Inference batch size.", min=1, max=8192)
     precision: str = opt("float32", "Inference precision: float32 (the reference), bfloat16, or "
                          "auto (bfloat16 where the CPU has it natively, as `run` does).",
-                         choices=("auto", "float32", "bfloat16"))
+                         choices=PRECISIONS)
     degrade: list[str] = opt([], "Also score the faces degraded as small or compressed faces in "
                              "video are (repeat for several): Npx = downscaled to NxN (area) and "
                              "back (linear), jpegQ = JPEG at quality Q; reports accuracy kept as "
@@ -134,7 +142,7 @@ class EvaluateConfig:
                              multiple=True, choices=DEGRADATIONS)
     labels: str = opt("original", "Score against the folders' labels, or the FER+ majority of "
                       "10 annotators (--votes; ties and majorities for contempt, unknown or "
-                      "not-a-face are left out).", choices=("original", "ferplus"))
+                      "not-a-face are left out).", choices=LABELS)
     votes: Path | None = opt(None, "Votes CSV for --labels ferplus (default: ferplus_votes.csv "
                              "in the data folder or one above it).")
 
@@ -261,7 +269,7 @@ class RunConfig:
     detector: str = opt("blazeface-full", "Face detector: blazeface-full (small and distant faces "
                         "too), blazeface (close-up faces, fastest), haar (OpenCV 4). Measured "
                         "recall and speed are in the README.",
-                        choices=("blazeface", "blazeface-full", "haar"))
+                        choices=DETECTORS)
     min_face: int = opt(20, "Ignore faces narrower than this many pixels.", min=1, max=10000)
     score_threshold: float = opt(0.5, "Minimum detector score for a face.", min=0.0, max=1.0)
     model: Path | None = opt(None, "Model artifact (.keras with its .json card); default: the "
@@ -274,12 +282,12 @@ class RunConfig:
                          "(AVX512-BF16/AMX) and a one-off timing, cached in ~/.cache/batchemo/"
                          "precision.json, found it 1.25x faster (FER2013 accuracy unchanged; see "
                          "the README), else float32; or force float32 or bfloat16.",
-                         choices=("auto", "float32", "bfloat16"))
+                         choices=PRECISIONS)
     workers: int = opt(-1, "Decode/detect worker processes; 0 = in the main process; -1 = auto "
                        "(one per CPU core beyond the one running the model, at least 1).",
                        min=-1, max=256)
     engine: str = opt("local", "Execution engine: 'local' (this machine) or 'ray' (Ray Data).",
-                      choices=("local", "ray"))
+                      choices=ENGINES)
     ray_address: str | None = opt(None, "Ray cluster address for --engine ray (default: start a "
                                   "local Ray).")
     force: bool = opt(False, "Reprocess every file, and accept a model different from the one "
@@ -304,7 +312,7 @@ class TimelineConfig:
     bin: float = opt(1.0, "Bin width in seconds.", min=0.01)
     smoothing: str = opt("ema", "Smoothing of per-bin probabilities: ema (causal, exponential), "
                          "median (centred rolling median) or none.",
-                         choices=("ema", "median", "none"))
+                         choices=SMOOTHING)
     window: float = opt(3.0, "Smoothing window in seconds.", min=0.0)
     segments_out: Path | None = opt(None, "Also write the segments table (runs of one dominant "
                                     "emotion per track) here.")

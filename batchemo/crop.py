@@ -16,6 +16,11 @@ CROP_MARGINS: dict[str, float] = {"blazeface-full": 0.06, "blazeface": 0.08, "ha
 CROP_MARGIN = CROP_MARGINS["blazeface-full"]  # the default detector's
 
 
+def margin_for(detector: str) -> float:
+    """Margin that makes this detector's crops framed like the training faces."""
+    return CROP_MARGINS.get(detector, CROP_MARGIN)
+
+
 def _square(box: FaceBox, margin: float) -> tuple[int, int, int]:
     # Unclipped square around the box centre: (x0, y0, side).
     side = max(1, int(max(box.w, box.h) * (1 + 2 * margin) + 0.5))

@@ -5,17 +5,16 @@ from __future__ import annotations
 import csv
 import fnmatch
 import hashlib
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import DatasetError
 
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-SIX_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise")
 
 # Folder names used by common datasets (FER2013, eINTERFACE, RAF-DB, CK+) for the canonical labels.
 ALIASES = {
@@ -148,14 +147,12 @@ def save_npz(path: Path, splits: dict[str, Split]) -> Path:
     arrays = {"classes": np.array(next(iter(splits.values())).classes)}
     for k, s in splits.items():
         arrays |= {f"{k}_x": s.x, f"{k}_y": s.y, f"{k}_names": np.array(s.names)}
-    tmp = path.with_name(path.name + ".tmp.npz")
     # An .npz is a zip of .npy files; bzip2 makes FER2013 (train + val) 59 MB where
     # savez_compressed's deflate makes 71 MB (face pixels barely deflate), and np.load reads both.
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_BZIP2) as zf:
+    with atomic_write(path, ".tmp.npz") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_BZIP2) as zf:
         for key, value in arrays.items():
             with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.asarray(value), allow_pickle=False)
-    os.replace(tmp, path)
     return path
 
 

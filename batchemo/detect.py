@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
 
+from ._quiet import fd2_silenced
+from .choices import DETECTORS
 from .errors import ConfigError
 from .records import FaceBox
 
-DETECTORS: tuple[str, ...] = ("blazeface", "blazeface-full", "haar")
 DEFAULT_DETECTOR = "blazeface-full"
 MODEL_DIR = Path(__file__).resolve().parent / "models" / "detectors"
 
@@ -129,21 +127,6 @@ def _weighted_nms(
     return np.array(out_b), np.array(out_s), np.array(out_p)
 
 
-@contextlib.contextmanager
-def _fd2_silenced():
-    # LiteRT's C++ prints "INFO: Created TensorFlow Lite XNNPACK delegate" to fd 2 once per
-    # process, and cron mails any stderr output; so fd 2 goes to /dev/null while it is built.
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _open_tflite(path: Path):
     # Returns run(NHWC float32 batch of 1) -> (regressors (N, 16), logits (N,)). LiteRT
     # (ai-edge-litert, if installed) runs these models ~1.8x faster than OpenCV's TFLite
@@ -154,7 +137,9 @@ def _open_tflite(path: Path):
         Interpreter = None
     if Interpreter is not None:
         # One thread per interpreter: the pipeline parallelises across worker processes.
-        with _fd2_silenced():
+        # LiteRT's C++ prints "INFO: Created TensorFlow Lite XNNPACK delegate" to fd 2 once
+        # per process, and cron mails any stderr output.
+        with fd2_silenced():
             interp = Interpreter(model_path=str(path), num_threads=1)
             interp.allocate_tensors()
         inp = interp.get_input_details()[0]["index"]

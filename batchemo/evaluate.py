@@ -10,6 +10,7 @@ import numpy as np
 from .config import EvaluateConfig, validate
 from .datasets import Split, load_fer_csv, load_folder, majority_labels
 from .errors import DatasetError
+from .infer import predict_tta
 from .model import LoadedModel, load_model
 
 
@@ -47,10 +48,8 @@ def predict_probs(model, x: np.ndarray, batch_size: int = 256, tta: bool = False
     out = []
     for i in range(0, len(x), batch_size):
         b = x[i:i + batch_size].astype(np.float32)
-        p = np.asarray(keras_model.predict_on_batch(b), np.float32)
-        if tta:
-            p = (p + np.asarray(keras_model.predict_on_batch(b[:, :, ::-1]), np.float32)) / 2
-        out.append(p)
+        out.append(predict_tta(lambda v: np.asarray(keras_model.predict_on_batch(v), np.float32),
+                               b, tta))
     return np.concatenate(out) if out else np.zeros((0, keras_model.output_shape[-1]), np.float32)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import queue
@@ -14,7 +13,7 @@ import numpy as np
 from .crop import face_crop
 from .decode import iter_frames
 from .errors import MediaError
-from .records import MediaInfo, MediaItem
+from .records import DetectedFrame, Extracted, MediaInfo, MediaItem
 from .track import ShotCuts
 
 log = logging.getLogger("batchemo")
@@ -22,7 +21,7 @@ log = logging.getLogger("batchemo")
 
 def extract(item: MediaItem, fps: float, detector, size: int, margin: float,
             chunk_frames: int = 16) -> Iterator[tuple[str, object]]:
-    """Yield ("chunk", [(frame_index, t_sec, boxes, crops), ...]) then ("done", (info, error)).
+    """Yield ("chunk", [DetectedFrame, ...]) messages, then ("done", Extracted).
 
     Never raises for bad media: the failure becomes the `error` of the final message, and frames
     decoded before it are still delivered (a truncated video keeps its good part).
@@ -37,7 +36,7 @@ def extract(item: MediaItem, fps: float, detector, size: int, margin: float,
             boxes = detector.detect(frame.image)
             crops = np.stack([face_crop(frame.image, b, size, margin) for b in boxes]) if boxes else \
                 np.zeros((0, size, size, 1), np.uint8)
-            chunk.append((frame.frame_index, frame.t_sec, boxes, crops))
+            chunk.append(DetectedFrame(frame.frame_index, frame.t_sec, boxes, crops))
             if len(chunk) >= chunk_frames:
                 yield "chunk", chunk
                 chunk = []
@@ -50,7 +49,7 @@ def extract(item: MediaItem, fps: float, detector, size: int, margin: float,
         error = f"{type(e).__name__}: {e}"
     if chunk:
         yield "chunk", chunk
-    yield "done", ({**dataclasses.asdict(info), "cuts": cuts.frames}, error)
+    yield "done", Extracted(info, list(cuts.frames), error)
 
 
 def prefetched(frames: Iterator, depth: int = 4) -> Iterator:

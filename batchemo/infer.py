@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
 from .model import LoadedModel
+
+
+def predict_tta(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+                tta: bool) -> np.ndarray:
+    """`predict(x)`, or with `tta` its average with the mirrored faces, both in one call (so
+    `run` and `evaluate` compute test-time augmentation the same way)."""
+    if not tta:
+        return predict(x)
+    n = len(x)
+    probs = predict(np.concatenate([x, x[:, :, ::-1]]))
+    return (probs[:n] + probs[n:]) / 2
 
 
 class Batcher:
@@ -24,8 +35,6 @@ class Batcher:
         s = model.input_size
         self._buf = np.zeros((batch_size, s, s, 1), np.float32)
         self._keys: list[Hashable] = []
-        self.calls = 0
-        self.faces = 0
 
     def add(self, key: Hashable, pixels: np.ndarray) -> list[tuple[Hashable, np.ndarray]]:
         """Queue one crop; returns the (key, probs) of a batch when this crop completes it."""
@@ -39,11 +48,6 @@ class Batcher:
         if n == 0:
             return []
         self._buf[n:] = 0
-        x = np.concatenate([self._buf, self._buf[:, :, ::-1]]) if self.tta else self._buf
-        probs = self.model.predict(x)
-        if self.tta:
-            probs = (probs[: self.batch_size] + probs[self.batch_size:]) / 2
+        probs = predict_tta(self.model.predict, self._buf, self.tta)
         keys, self._keys = self._keys, []
-        self.calls += 1
-        self.faces += n
         return list(zip(keys, probs[:n], strict=True))

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .errors import LockedError, OutputError
-from .write import FILES_SCHEMA, RUNS_SCHEMA
+from .tables import FILES_SCHEMA, RUNS_SCHEMA
 
 FILE_COLUMNS = [f.name for f in FILES_SCHEMA] + ["settings_id", "part"]
 RUN_COLUMNS = [f.name for f in RUNS_SCHEMA]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ._tf import import_keras
+from .atomic import atomic_write
 from .config import _cache_dir
 from .errors import ModelError
 
@@ -141,9 +142,8 @@ def save_artifact(model, path: Path, meta: dict) -> dict:
     path = Path(path).with_suffix(".keras")
     path.parent.mkdir(parents=True, exist_ok=True)
     clean = float32_copy(model, meta["arch"], len(meta["classes"]))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.keras")
-    clean.save(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, ".tmp.keras") as tmp:  # Keras insists on the extension
+        clean.save(tmp)
     card = dict(meta)
     card.update(
         format="batchemo-model/1",
@@ -156,9 +156,8 @@ def save_artifact(model, path: Path, meta: dict) -> dict:
                   **({"tensorflow": _tf_version()} if _tf_version() else {})},
     )
     card["model_id"] = f"{path.stem}-{card['sha256'][:12]}"
-    tmp_json = path.with_name(f".{path.stem}.{os.getpid()}.tmp.json")
-    tmp_json.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp_json, path.with_suffix(".json"))
+    with atomic_write(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
     return {**card, "path": str(path)}
 
 

@@ -1,10 +1,13 @@
-"""run(cfg): scan → ledger → decode/detect/crop (workers) → batched inference → per-file commits."""
+"""run(cfg): scan → plan → engine → track and commit each file → derive the companion tables.
+
+Orchestration only: planning is plan.py, processing an engine (engines/), storage Store,
+the derived tables derive.py. The library returns a RunResult; the CLI prints the closing line.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -19,10 +22,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import outputs
+import numpy as np
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from .config import RunConfig, validate
-from .engines.local import crop_margin
-from .engines.local import process as _process
+from .derive import write_derived
+from .engines import Engine, get_engine
 from .errors import (
     EXIT_FATAL,
     EXIT_OK,
@@ -33,17 +38,20 @@ from .errors import (
     LockedError,
     OutputError,
 )
-from .infer import Batcher
 from .ledger import Ledger, OutputLock, fingerprint
 from .model import load_model
+from .plan import Card, plan, read_card, settings_id
 from .records import (
-    OTHER,
     STATUS_ERROR,
-    STATUS_SKIPPED,
+    STATUS_NO_FACE,
+    STATUS_OK,
+    VIDEO,
+    EngineJob,
+    FileResult,
     MediaItem,
 )
-from .scan import scan, table_safe
-from .write import OutputPaths
+from .store import Store
+from .tables import OutputPaths, faces_table, frames_table
 
 log = logging.getLogger("batchemo")
 
@@ -67,6 +75,7 @@ class RunResult:
     interrupted: bool = False
 
     def summary_line(self) -> str:
+        """The closing line: files, faces, errors, seconds, faces/s."""
         rate = self.faces / self.seconds if self.seconds > 0 else 0.0
         done = self.files_new + self.files_changed
         return (f"batchemo: {done} files processed ({self.files_unchanged} unchanged, "
@@ -82,19 +91,12 @@ def _on_sigterm(signum, frame):
     raise _Interrupted()
 
 
-def settings_id(cfg: RunConfig, model_id: str, tta: bool, precision: str) -> str:
-    """Hash of every setting that changes a file's rows; a change reprocesses the file."""
-    s = {"fps": cfg.fps, "detector": cfg.detector, "min_face": cfg.min_face,
-         "score_threshold": cfg.score_threshold, "margin": crop_margin(cfg), "tta": tta,
-         "model": model_id, "precision": precision}
-    return hashlib.sha1(json.dumps(s, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def run(cfg: RunConfig) -> RunResult:
     """Analyse every new or changed file under cfg.input; write all output tables.
 
     Idempotent and resumable: finished files are committed one by one to a ledger beside the
     output, so a rerun (or a run after a kill) processes only what is missing or changed.
+    Prints nothing: the CLI prints the returned RunResult's `summary_line()`.
     """
     validate(cfg)
     if not cfg.input:
@@ -103,12 +105,7 @@ def run(cfg: RunConfig) -> RunResult:
     if missing:  # a misspelt or unmounted root is a usage error, not one failed file
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ConfigError(f"--input {missing[0]}: no such file or directory{more}")
-    process = _process
-    if cfg.engine == "ray":
-        from .engines import ray as ray_engine
-
-        ray_engine.require_ray()  # exit 2 with the install command before anything is written
-        process = ray_engine.process
+    engine = get_engine(cfg.engine)  # Ray missing: exit 2 before anything is written
     paths = OutputPaths.from_out(cfg.out)
     try:
         if paths.adopt_legacy_state():
@@ -126,7 +123,7 @@ def run(cfg: RunConfig) -> RunResult:
         with OutputLock(paths.state, cfg.wait), _log_stream(cfg):
             ledger = Ledger(paths.state)
             try:
-                return _run_locked(cfg, paths, ledger, process)
+                return _run_locked(cfg, paths, ledger, engine)
             finally:
                 ledger.close()
     except _Interrupted:
@@ -180,21 +177,21 @@ def _remove_unused(state: Path, made: list[Path]) -> None:
             d.rmdir()
 
 
-def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, process) -> RunResult:
-    """Everything but the processing step: `process` is `_process` (the local engine) or
-    engines.ray.process, with the same signature."""
+def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, engine: Engine) -> RunResult:
     started = time.time()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     result = RunResult(run_id, paths.out)
-    store = outputs.Store(paths, ledger)
-    store.failure_cap = None if cfg.log_json else store.failure_cap
-    store.recover()  # a killed run's orphan parts go; its finished files are rebuilt below
+    store = Store(paths, ledger)
+    failures = _FailureLog(None if cfg.log_json else 20)
+    stale = store.recover()  # a killed run's orphan parts go; its finished files are rebuilt
+    if stale:
+        _rebuild(store, stale, None, None)
 
     # Plan before loading the model: a rerun with nothing to do never pays for TensorFlow.
-    card, model = _read_card(cfg), None
+    card, model = read_card(cfg), None
     if card is None:  # load_model says what is wrong with the artifact
         model = _load(cfg)
-        card = _Card(model.model_id, model.classes, bool(model.meta.get("tta", False)))
+        card = Card(model.model_id, model.classes, bool(model.meta.get("tta", False)))
     known = ledger.get_meta("model_id")
     if known and known != card.model_id and not cfg.force:
         raise OutputError(f"{paths.out} was made with model {known}, this run uses "
@@ -204,8 +201,8 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, process) -> 
     precision_key = f"precision:{card.model_id}:{cfg.precision}"  # how "auto" resolved here
     precision = model.precision if model else ledger.get_meta(precision_key)
     sid = settings_id(cfg, card.model_id, tta, precision) if precision else None
-    todo, new_keys = _plan(cfg, ledger, store, sid, result, run_id, card.model_id) if sid \
-        else ([], set())
+    todo, new_keys = plan(cfg, ledger, store, sid, result, run_id, card.model_id,
+                          failures.report) if sid else ([], set())
     if sid is None or todo:
         model = model or _load(cfg)
         precision = model.precision
@@ -214,21 +211,31 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, process) -> 
             sid = settings_id(cfg, model.model_id, tta, precision)
             # plan again from fresh counters; files found deleted were marked the first time
             result = RunResult(run_id, paths.out, files_deleted=result.files_deleted)
-            todo, new_keys = _plan(cfg, ledger, store, sid, result, run_id, model.model_id)
+            todo, new_keys = plan(cfg, ledger, store, sid, result, run_id, model.model_id,
+                                  failures.report)
     ledger.set_meta("model_id", card.model_id)
     ledger.set_meta("classes", json.dumps(list(card.classes)))
     log.info("%d files to process (%d new, %d changed, %d unchanged)", len(todo),
              len(new_keys), len(todo) - len(new_keys), result.files_unchanged)
+    committed: list[tuple[str, str]] = []
     try:
         if todo:
-            process(cfg, todo, model, Batcher(model, cfg.batch_size, tta), store, sid, run_id,
-                    result)
+            with _bars_and_logs(cfg), \
+                    contextlib.closing(engine(EngineJob(todo, cfg, model, tta))) as results:
+                for res in results:
+                    status = _commit(store, ledger, res, model, sid, run_id)
+                    committed.append(res.item.key)
+                    result.faces += len(res.faces)
+                    result.frames += len(res.frames)
+                    if status == STATUS_ERROR:
+                        result.files_failed += 1
+                        failures.report(res.item, res.error)
     except (_Interrupted, KeyboardInterrupt):
         result.interrupted = True
         log.warning("interrupted: finished files are kept, files in flight are dropped")
     # Counted as committed, not as planned: an interrupted run reports only what it kept.
-    result.files_new = sum(key in new_keys for key in store.committed)
-    result.files_changed = len(store.committed) - result.files_new
+    result.files_new = sum(key in new_keys for key in committed)
+    result.files_changed = len(committed) - result.files_new
     result.seconds = time.time() - started
     if result.interrupted:
         result.exit_code = EXIT_FATAL
@@ -244,42 +251,94 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, process) -> 
     derived = json.dumps({"bin": cfg.timeline_bin, "plots": str(cfg.plots or "")})
     if (ledger.get_meta("dirty") or ledger.get_meta("derived") != derived
             or not store.complete() or (cfg.plots and not Path(cfg.plots).is_dir())):
-        store.rebuild(card.classes, run_id, cfg)
+        _rebuild(store, card.classes, run_id, cfg)
         ledger.set_meta("derived", derived)
     else:  # nothing changed but the run history
         store.write_runs(run_id)
-    if cfg.log_json:  # one machine-readable closing record instead of the human line
-        from .jsonlog import record
-
-        level = "INFO" if result.exit_code == EXIT_OK else "WARNING"
-        print(record(level, "batchemo", result.summary_line(), event="run_finished",
-                     **dataclasses.asdict(result)), file=sys.stderr)
-    else:
-        print(result.summary_line(), file=sys.stderr)
     return result
 
 
-@dataclass(frozen=True)
-class _Card:
-    """What planning needs to know of a model; its JSON card says it without TensorFlow."""
-
-    model_id: str
-    classes: tuple[str, ...]
-    tta: bool
+def _bars_and_logs(cfg: RunConfig):
+    """While progress bars show, log lines go through tqdm so they do not tear the bars."""
+    if cfg.quiet or not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    return logging_redirect_tqdm()
 
 
-def _read_card(cfg: RunConfig) -> _Card | None:
-    """The model's id (as load_model computes it), classes and TTA flag; None if unreadable."""
-    from .model import DEFAULT_MODEL, file_digest
+class _FailureLog:
+    """A WARNING per failed file (a `file_failed` event in JSON logs), capped for people."""
 
-    path = Path(cfg.model) if cfg.model else DEFAULT_MODEL
-    path = path if path.suffix == ".keras" else path.with_suffix(".keras")
-    try:
-        meta = json.loads(path.with_suffix(".json").read_text())
-        model_id = meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
-        return _Card(model_id, tuple(meta["classes"]), bool(meta.get("tta", False)))
-    except (OSError, ValueError, KeyError, TypeError):
+    def __init__(self, cap: int | None):
+        self.cap = cap  # None: every failure (--log-json events)
+        self.count = 0
+
+    def report(self, item: MediaItem, error: str | None) -> None:
+        self.count += 1
+        fields = {"event": "file_failed", "root": item.root, "source": item.source,
+                  "error": error}
+        if self.cap is None or self.count <= self.cap:
+            log.warning("failed: %s: %s", item.source, error, extra={"fields": fields})
+        elif self.count == self.cap + 1:
+            log.warning("more files failed: the files table lists them all")
+
+
+def _commit(store: Store, ledger: Ledger, res: FileResult, model, sid: str,
+            run_id: str) -> str:
+    """Track a finished file's faces, stage its rows, commit its ledger row; returns its status."""
+    item = res.item
+    status = STATUS_OK if res.faces else STATUS_NO_FACE
+    if res.error and not res.frames:
+        status = STATUS_ERROR
+    prev = ledger.get(item.key)  # one row: this runs once per file
+    part = None
+    if res.frames and status != STATUS_ERROR:
+        faces = faces_table(item, res.faces, _tracks(res), model.classes, model.model_id, run_id)
+        frames = frames_table(item, res.frames) if item.media_type == VIDEO else None
+        part = store.write_part(run_id, faces, frames)
+    info = res.info
+    ledger.commit_file({
+        "root": item.root, "source": item.source, "media_type": item.media_type,
+        "status": status, "error": res.error or info.warning,  # e.g. truncated
+        "size": item.size, "mtime": item.mtime,
+        "fingerprint": res.task.fingerprint or _fingerprint(item), "width": info.width,
+        "height": info.height, "fps": info.fps, "duration": info.duration,
+        "frames_sampled": len(res.frames), "faces": len(res.faces),
+        "decode_failures": info.decode_failures, "seconds": round(res.seconds, 3),
+        "present": True, "model_id": model.model_id, "run_id": run_id, "settings_id": sid,
+        "part": part})
+    if prev and prev["part"] and prev["part"] != part:
+        store.drop_part(prev["part"])
+    return status
+
+
+def _tracks(res: FileResult) -> np.ndarray | None:
+    """Track ids of a video's faces (-1: none); None for images."""
+    if res.item.media_type != VIDEO or not res.faces:
         return None
+    from .track import assign_tracks
+
+    faces = res.faces
+    boxes = np.array([[f.box.x, f.box.y, f.box.w, f.box.h] for f in faces], np.int32)
+    return assign_tracks(np.array([f.frame_index for f in faces], np.int64),
+                         np.array([np.nan if f.t_sec is None else f.t_sec for f in faces]),
+                         boxes.reshape(len(faces), 4),
+                         scores=np.array([f.box.score for f in faces], np.float32),
+                         cut_frames=res.cuts)
+
+
+def _fingerprint(item: MediaItem) -> str | None:
+    try:
+        return fingerprint(item.path, item.size)
+    except OSError:
+        return None
+
+
+def _rebuild(store: Store, classes: tuple[str, ...], run_id: str | None, cfg) -> None:
+    """Every output table from the committed rows: stored tables first, then derived ones."""
+    tag = run_id or f"recovered-{int(time.time())}"
+    rows, files = store.rebuild(classes, tag)
+    write_derived(store, classes, rows, files, tag, cfg)
+    store.ledger.set_meta("dirty", None)
 
 
 def _load(cfg: RunConfig):
@@ -288,63 +347,3 @@ def _load(cfg: RunConfig):
     return load_model(cfg.model, cfg.precision)
 
 
-def _plan(cfg, ledger, store, sid, result, run_id, model_id
-          ) -> tuple[list[tuple[MediaItem, str]], set[tuple[str, str]]]:
-    """Decide per scanned item: record as error/skipped, skip as unchanged, or process.
-    Returns the files to process and the keys among them that are new."""
-    known = ledger.files()
-    seen, todo, new_keys = set(), [], set()
-    for item in scan([str(p) for p in cfg.input], cfg.include, cfg.exclude,
-                     skip=_own_paths(cfg, store.paths)):
-        seen.add(item.key)
-        prev = known.get(item.key)
-        if item.error or item.media_type == OTHER:
-            status = STATUS_ERROR if item.error else STATUS_SKIPPED
-            if status == STATUS_ERROR:
-                result.files_failed += 1
-                store.report_failure(item, item.error)
-            else:
-                result.files_skipped += 1
-            if prev and prev["part"]:
-                store.forget(item.key, prev, prune=True)  # was media, now is not: rows go
-            why = item.error or item.reason
-            same = prev and (prev["status"], prev["error"], prev["size"], prev["mtime"],
-                             prev["present"], prev["part"]) == (status, why, item.size,
-                                                                item.mtime, True, None)
-            if not same:  # an unchanged row would only mark the outputs for a rebuild
-                outputs.commit_status(ledger, item, status, why, run_id, model_id)
-            continue
-        if cfg.force or prev is None or prev["settings_id"] != sid:
-            if prev is None:
-                new_keys.add(item.key)
-            todo.append((item, ""))
-            continue
-        if (prev["size"], prev["mtime"]) == (item.size, item.mtime) and prev["present"]:
-            fp = prev["fingerprint"]
-        else:
-            try:
-                fp = fingerprint(item.path, item.size)
-            except OSError as e:
-                fp = f"unreadable: {e.strerror}"
-        if fp == prev["fingerprint"] and not (cfg.retry_errors and prev["status"] == STATUS_ERROR):
-            result.files_unchanged += 1
-            if (prev["size"], prev["mtime"], prev["present"]) != (item.size, item.mtime, 1):
-                ledger.commit_file({**prev, "size": item.size, "mtime": item.mtime,
-                                    "present": True})
-            continue
-        todo.append((item, fp))
-    roots = {table_safe(str(p)) for p in cfg.input}
-    for key, prev in known.items():
-        if key[0] in roots and key not in seen and (prev["present"] or cfg.prune_deleted):
-            result.files_deleted += 1
-            store.forget(key, prev, prune=cfg.prune_deleted)
-    return todo, new_keys
-
-
-def _own_paths(cfg: RunConfig, paths: OutputPaths) -> list[Path]:
-    """This run's outputs, state and plots: never inputs, even inside an input root."""
-    if paths.is_dataset:
-        own = [paths.out]
-    else:
-        own = [paths.table(name) for name in outputs.TABLES] + [paths.state]
-    return own + ([Path(cfg.plots)] if cfg.plots else [])

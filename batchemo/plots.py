@@ -19,7 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
-from .summarize import as_frame, class_names, summarize
+from .columns import as_frame, class_names
+from .summarize import summarize
 from .timeline import segments, timeline
 
 # One colour per class, the same in every plot and report.
@@ -50,6 +51,18 @@ def clock(sec: float, _pos: object = None) -> str:
     s = int(round(max(sec, 0)))
     h, m = divmod(s // 60, 60)
     return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+
+
+def fine_clock(sec: float, _pos: object = None) -> str:
+    """m:ss.s (for captions, and time-axis ticks between whole seconds)."""
+    m, s = divmod(max(float(sec), 0.0), 60)
+    return f"{int(m)}:{s:04.1f}"
+
+
+def tick_clock(sec: float, pos: object = None) -> str:
+    """Time-axis tick: whole seconds as m:ss; a tick between them (short clips: 0.5 s steps)
+    keeps its tenths, where rounding printed 0:00 0:00 0:01 0:02 0:02 on a 4 s clip."""
+    return clock(sec) if abs(sec - round(sec)) < 1e-6 else fine_clock(sec)
 
 
 def video_plot_name(root: str, source: str) -> str:
@@ -115,7 +128,7 @@ def video_timeline_figure(tl: pd.DataFrame, segs: pd.DataFrame | None, title: st
         ax.set_yticks([0, 0.5, 1])
     for ax in axes:
         ax.set_xlim(0, t_end)
-        ax.xaxis.set_major_formatter(FuncFormatter(clock))
+        ax.xaxis.set_major_formatter(FuncFormatter(tick_clock))
     axes[-1].set_xlabel("time (band: dominant-emotion segments)")
     heading = literal(title or (tl["source"].iat[0] if len(tl) else "video"))
     if len(tracks) > max_tracks:

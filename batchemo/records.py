@@ -1,11 +1,16 @@
-"""The records that flow between pipeline stages (scan → decode → detect → crop → infer → write)."""
+"""The records that flow between pipeline stages (scan → decode → detect → crop → infer → write)
+and across the engine seam (an EngineJob in, one FileResult per file out)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .model import LoadedModel
 
 IMAGE = "image"
 VIDEO = "video"
@@ -54,17 +59,6 @@ class FaceBox:
 
 
 @dataclass
-class FaceCrop:
-    """A face ready for the model: `pixels` is (size, size, 1) uint8 grayscale."""
-
-    frame_index: int
-    t_sec: float | None
-    face_index: int
-    box: FaceBox
-    pixels: np.ndarray
-
-
-@dataclass
 class MediaInfo:
     """What decoding learned about a file (goes to the files table)."""
 
@@ -75,3 +69,76 @@ class MediaInfo:
     frames_sampled: int = 0
     decode_failures: int = 0
     warning: str | None = None  # the file was used, but is damaged (goes to the `error` column)
+
+
+@dataclass(frozen=True)
+class DetectedFrame:
+    """A sampled frame's detections and their model-ready crops ((N, size, size, 1) uint8)."""
+
+    frame_index: int
+    t_sec: float | None
+    boxes: list[FaceBox]
+    crops: np.ndarray
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """The closing message of one file's extraction: what decoding learned, and why it stopped."""
+
+    info: MediaInfo
+    cuts: list[int]  # frame indices of hard cuts (they end tracks)
+    error: str | None
+
+
+class FileTask(NamedTuple):
+    """A file the plan sends to an engine; `fingerprint` is "" where the plan did not need one."""
+
+    item: MediaItem
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """What an engine is asked to do: these files, with these settings and this model."""
+
+    files: list[FileTask]
+    settings: Any  # config.RunConfig (fps, detector, workers, batch size, …)
+    model: LoadedModel
+    tta: bool
+
+
+@dataclass(frozen=True)
+class SampledFrame:
+    """One sampled frame of a file and how many faces it had (the frames table)."""
+
+    frame_index: int
+    t_sec: float | None
+    n_faces: int
+
+
+@dataclass(frozen=True)
+class Face:
+    """One classified face: where it is and the model's probabilities (in class order)."""
+
+    frame_index: int
+    t_sec: float | None
+    face_index: int
+    box: FaceBox
+    probs: np.ndarray
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """An engine's answer for one file: its frames and faces in (frame, face) order."""
+
+    task: FileTask
+    frames: list[SampledFrame]
+    faces: list[Face]
+    info: MediaInfo
+    cuts: list[int]
+    error: str | None
+    seconds: float
+
+    @property
+    def item(self) -> MediaItem:
+        return self.task.item

@@ -14,18 +14,18 @@ import base64
 import html
 import io
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from matplotlib.ticker import FuncFormatter
 
 from . import annotate as ann
-from .plots import class_colour, clock, run_shares_figure, video_timeline_figure
-from .summarize import as_frame, class_names, format_seconds, summarize
+from .atomic import atomic_write
+from .columns import as_frame, class_names
+from .plots import class_colour, fine_clock, run_shares_figure, video_timeline_figure
+from .summarize import format_seconds, summarize
 from .timeline import segments, timeline
 from .track import suspect_reasons
 
@@ -115,18 +115,6 @@ def _summary_table(df: pd.DataFrame, name_of, files_column: bool = True) -> str:
     return _table(headers, rows)
 
 
-def _fine_clock(sec: float, _pos: object = None) -> str:
-    """m:ss.s (for captions, and time-axis ticks between whole seconds)."""
-    m, s = divmod(max(float(sec), 0.0), 60)
-    return f"{int(m)}:{s:04.1f}"
-
-
-def _tick(sec: float, pos: object = None) -> str:
-    # Whole seconds as m:ss; a tick between them (short clips: 0.5 s steps) keeps its tenths,
-    # where rounding printed 0:00 0:00 0:01 0:02 0:02 on a 4 s clip.
-    return clock(sec) if abs(sec - round(sec)) < 1e-6 else _fine_clock(sec)
-
-
 def _crop_uri(image: np.ndarray, r: dict) -> str:
     crop = ann.crop_box(image, r["x"], r["y"], r["w"], r["h"], CROP_PX)
     return "data:image/jpeg;base64," + base64.b64encode(ann.jpeg(crop, CROP_QUALITY)).decode()
@@ -160,7 +148,7 @@ def _figure(uri: str | None, caption: str, colour: str, missing: str) -> str:
 
 
 def _caption(r: dict, with_time: bool) -> str:
-    when = f"{_fine_clock(r['t_sec'])} " if with_time and not pd.isna(r.get("t_sec")) else ""
+    when = f"{fine_clock(r['t_sec'])} " if with_time and not pd.isna(r.get("t_sec")) else ""
     conf = "" if pd.isna(r.get("confidence")) else f" {float(r['confidence']):.2f}"
     return _esc(f"{when}{r.get('emotion')}{conf}")
 
@@ -345,9 +333,7 @@ def write_report(
         parts.append(f'<h3>{_esc(source)} <span class="muted">({_esc(root)})</span></h3>')
         vsegs = seg_by.get((root, source))
         if i < max_video_images:
-            fig = video_timeline_figure(part, vsegs, title=str(source))
-            for ax in fig.axes:
-                ax.xaxis.set_major_formatter(FuncFormatter(_tick))
+            fig = video_timeline_figure(part, vsegs, title=str(source))  # sub-second ticks
             parts.append(f'<img alt="timeline of {_esc(source)}" src="{_png(fig)}">')
         else:
             parts.append('<p class="muted">(images left out: too many videos)</p>')
@@ -372,9 +358,8 @@ def write_report(
             f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
     out_html = Path(out_html)
-    tmp = out_html.with_name(out_html.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out_html)
+    with atomic_write(out_html) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return out_html
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from .config import ReportConfig, SummaryConfig, TimelineConfig, validate
 from .errors import ConfigError, OutputError
-from .write import OutputPaths, read_table, write_table
+from .tables import OutputPaths, read_table, write_table
 
 
 def _paths(results: Path | None) -> OutputPaths:
@@ -28,7 +28,10 @@ def load(results: Path, table: str) -> pd.DataFrame | None:
     if not path.exists():
         return None
     with _readable(path):
-        return read_table(path).to_pandas()
+        df = read_table(path).to_pandas()
+    if "track_id" in df:  # CSV carries no types: one nullable integer type in every table
+        df["track_id"] = df["track_id"].astype("Int64")
+    return df
 
 
 @contextlib.contextmanager
@@ -48,7 +51,8 @@ def _write(df: pd.DataFrame, path: Path) -> None:
 
 def make_timeline(cfg: TimelineConfig) -> Path:
     """Write the per-video, per-track binned timeline (and optionally segments); returns its path."""
-    from .timeline import segments, timeline, timeline_from_parquet
+    from .timeline import segments, timeline
+    from .timeline_stream import timeline_from_parquet
 
     validate(cfg)
     paths = _paths(cfg.results)

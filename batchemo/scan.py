@@ -86,12 +86,6 @@ def _sync_bytes(head: bytes, start: int, step: int, n: int) -> bool:
     return len(head) > at[-1] and all(head[i] == 0x47 for i in at)
 
 
-def sniff(path: Path) -> str:
-    """IMAGE, VIDEO or OTHER from the file's first bytes; raises OSError if it cannot be read."""
-    with open(path, "rb") as f:
-        return _sniff_head(f.read(_HEAD_BYTES))[0]
-
-
 def scan(
     roots: Sequence[str | Path], include: Sequence[str] = (), exclude: Sequence[str] = (),
     skip: Sequence[str | Path] = (),

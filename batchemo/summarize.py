@@ -1,86 +1,18 @@
-"""Per-file, per-track, per-folder and per-run statistics of a faces table, and the
-dominant-emotion segments of a timeline (re-exported by timeline.py).
+"""Per-file, per-track, per-folder and per-run statistics of a faces table, and its text form.
 
-Also the one definition of `valence` and of the class list (from the `p_<class>` columns) that
-timeline.py, plots.py and report.py import, so every table agrees on them.
+Valence, the class list and the dominant class come from columns.py, shared with the timeline.
 """
 
 from __future__ import annotations
-
-import heapq
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .columns import as_frame, class_names, dominant_array, valence_array
 from .track import suspect_reasons
 
 LEVELS = ("run", "folder", "file", "track")
-SEGMENT_COLUMNS = ["root", "source", "track_id", "emotion", "start_sec", "end_sec",
-                   "duration_sec", "mean_confidence", "n_faces"]
-
-# Valence weight per class; absent classes weigh 0 (neutral, surprise: surprise is positive or
-# negative depending on context, so it counts as neither). `contempt` appears in some datasets.
-VALENCE_WEIGHTS = {
-    "happy": 1.0,
-    "angry": -1.0,
-    "disgust": -1.0,
-    "fear": -1.0,
-    "sad": -1.0,
-    "contempt": -1.0,
-}
-
-
-def as_frame(table: pd.DataFrame | pa.Table | None) -> pd.DataFrame | None:
-    """A pandas DataFrame from a DataFrame or a pyarrow Table (None stays None)."""
-    if table is None or isinstance(table, pd.DataFrame):
-        return table
-    return table.to_pandas()
-
-
-def class_names(df: pd.DataFrame, prefix: str = "p_") -> list[str]:
-    """The model's classes, in column order, from the `<prefix><class>` columns."""
-    return [c[len(prefix) :] for c in df.columns if c.startswith(prefix)]
-
-
-def valence_array(probs: np.ndarray, classes: list[str]) -> np.ndarray:
-    """Valence per row of an (N, C) probability array; see `valence`."""
-    probs = np.asarray(probs, dtype=np.float64).reshape(len(probs), len(classes))
-    w = np.array([VALENCE_WEIGHTS.get(c, 0.0) for c in classes])
-    out = np.full(len(probs), np.nan)
-    if not w.any():
-        return out  # no class with a valence: undefined rather than a misleading 0
-    relevant = probs[:, w != 0]
-    ok = ~np.isnan(relevant).all(axis=1)
-    out[ok] = np.nansum(probs[ok][:, w != 0] * w[w != 0], axis=1)
-    return out
-
-
-def valence(df: pd.DataFrame, prefix: str = "p_") -> np.ndarray:
-    """Valence = P(happy) − P(angry) − P(disgust) − P(fear) − P(sad) [− P(contempt)], in [−1, 1].
-
-    It is the expected valence score under the predicted distribution, scoring each class +1
-    (happy), −1 (negative classes) or 0 (neutral, surprise, unknown). Being linear in the
-    probabilities, the valence of mean probabilities equals the mean of per-face valences, so
-    bins, tracks, files and the run all agree. Classes the model lacks contribute 0; a row
-    whose relevant probabilities are all null (an empty bin), or a model with no valenced
-    class, gives NaN.
-    """
-    classes = class_names(df, prefix)
-    cols = [prefix + c for c in classes]
-    return valence_array(df[cols].to_numpy(dtype=np.float64, na_value=np.nan), classes)
-
-
-def dominant_array(probs: np.ndarray, classes: list[str]) -> np.ndarray:
-    """Argmax class name per row of an (N, C) array; None where the row is all NaN."""
-    probs = np.asarray(probs, dtype=np.float64)
-    out = np.full(len(probs), None, dtype=object)
-    ok = ~np.isnan(probs).all(axis=1) if len(probs) else np.zeros(0, bool)
-    if ok.any():
-        idx = np.nanargmax(np.where(np.isnan(probs[ok]), -np.inf, probs[ok]), axis=1)
-        out[ok] = np.asarray(classes, dtype=object)[idx]
-    return out
-
 
 def top_folder(source: pd.Series) -> pd.Series:
     """First path component of `source`; '.' for files at the root."""
@@ -114,6 +46,31 @@ def sampling_intervals(
         est = f["duration"].astype(float) / f["frames_sampled"].where(f["frames_sampled"] > 0)
         out = out.fillna(est[~est.index.duplicated()].reindex(out.index))
     return out.fillna(median_gap(faces[faces["media_type"] == "video"]).reindex(out.index))
+
+
+def frame_seconds(faces: pd.DataFrame, frames: pd.DataFrame | None, files: pd.DataFrame | None,
+                  interval: pd.Series) -> np.ndarray:
+    """Seconds of video each face row's sampled frame stands for: until the next sampled frame,
+    at most the sampling interval, never past the video's end (so a file's frames never add up
+    to more than its duration, as uneven gaps and the last frame's interval made them); NaN for
+    images and where no interval is known."""
+    keys = ["root", "source"]
+    vid = faces.loc[(faces["media_type"] == "video") & faces["t_sec"].notna(), keys + ["t_sec"]]
+    out = np.full(len(faces), np.nan)
+    if not len(vid):
+        return out
+    known = frames[keys + ["t_sec"]] if frames is not None and len(frames) else vid
+    times = pd.concat([known, vid]).dropna().drop_duplicates().sort_values(keys + ["t_sec"])
+    t = times["t_sec"].to_numpy(np.float64)
+    nxt = times.groupby(keys, sort=False)["t_sec"].shift(-1).to_numpy(np.float64)
+    at = pd.MultiIndex.from_frame(times[keys])
+    cover = np.fmin(interval.reindex(at).to_numpy(np.float64), nxt - t)  # fmin: NaN = no limit
+    if files is not None and "duration" in files:
+        dur = files.drop_duplicates(keys).set_index(keys)["duration"].astype(float)
+        cover = np.fmin(cover, dur.reindex(at).to_numpy() - t)
+    times = times.assign(_cover=np.clip(cover, 0.0, None))
+    got = faces[keys + ["t_sec"]].merge(times, how="left", on=keys + ["t_sec"])
+    return got["_cover"].to_numpy(np.float64)
 
 
 def _aggregate(faces: pd.DataFrame, keys: list[str], classes: list[str]) -> pd.DataFrame:
@@ -153,9 +110,10 @@ def summarize(
     a person's face, see track.suspect_reasons; null on other levels). Track rows on screen for
     less than `min_track_sec` are left out (the file, folder and run rows keep their faces).
 
-    seconds_on_screen: for a video file, the number of sampled frames with at least one face
-    × the sampling interval (see `sampling_intervals`); for a track, its sampled frames × the
-    interval; images have none (NaN); folders and the run sum their videos' file values.
+    seconds_on_screen: for a video file, the time its sampled frames with at least one face
+    stand for (`frame_seconds`: each until the next sampled frame, at most the sampling
+    interval of `sampling_intervals`, never past the end); for a track, the same over its
+    frames; images have none (NaN); folders and the run sum their videos' file values.
     Files with status 'no_face' in `files` appear at file level with faces 0. Keys that do not
     apply to a level are null (the run row has no root).
     """
@@ -164,16 +122,16 @@ def summarize(
     faces = faces.reset_index(drop=True)  # duplicate labels (concatenated parts) break alignment
     faces = faces.assign(folder=top_folder(faces["source"]))
     interval = sampling_intervals(faces, frames, files)
+    faces["_cover"] = frame_seconds(faces, frames, files, interval)
 
     per_file = _aggregate(faces, ["root", "folder", "source"], classes)
     first = faces.groupby(["root", "source"], sort=False)["media_type"].first()
     idx = pd.MultiIndex.from_frame(per_file[["root", "source"]])
     per_file.insert(3, "media_type", first.reindex(idx).to_numpy())
     # Same keys and sort as _aggregate, so the rows line up.
-    frames_with_face = faces.groupby(["root", "folder", "source"])["frame_index"].nunique()
     per_file["seconds_on_screen"] = np.where(
         per_file["media_type"] == "video",
-        frames_with_face.to_numpy() * interval.reindex(idx).to_numpy(), np.nan)
+        _on_screen(faces, ["root", "folder", "source"]).to_numpy(), np.nan)
     if files is not None and len(files):
         nf = files[files["status"] == "no_face"]
         nf = nf.merge(per_file[["root", "source"]], how="left", indicator=True)
@@ -187,9 +145,8 @@ def summarize(
 
     tracked = faces[faces["track_id"].notna()] if "track_id" in faces else faces.iloc[:0]
     per_track = _aggregate(tracked, ["root", "folder", "source", "track_id"], classes)
-    tidx = pd.MultiIndex.from_frame(per_track[["root", "source"]])
-    n_frames = tracked.groupby(["root", "folder", "source", "track_id"])["frame_index"].nunique()
-    per_track["seconds_on_screen"] = n_frames.to_numpy() * interval.reindex(tidx).to_numpy()
+    per_track["seconds_on_screen"] = _on_screen(
+        tracked, ["root", "folder", "source", "track_id"]).to_numpy()
     per_track["media_type"], per_track["n_files"] = "video", 1
     per_track["suspect"] = suspect_reasons(tracked).reindex(
         pd.MultiIndex.from_frame(per_track[["root", "source", "track_id"]])).notna().to_numpy()
@@ -225,6 +182,12 @@ def summarize(
     return out
 
 
+def _on_screen(faces: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Sum of `_cover` over the distinct sampled frames of each group (sorted as _aggregate)."""
+    once = faces.drop_duplicates(keys + ["frame_index"])
+    return once.groupby(keys, sort=True)["_cover"].sum(min_count=1)
+
+
 def format_seconds(sec: float) -> str:
     """m:ss.s (h:mm:ss from an hour); '-' for NaN."""
     if sec is None or not np.isfinite(sec):
@@ -241,134 +204,49 @@ def _text(value: object, fmt: str = "") -> str:
     return "-" if value is None or pd.isna(value) else format(value, fmt)
 
 
+NAME_WIDTH = 60  # longer names lose their middle, keeping the top folder and the file name
+
+
+def _row_name(level: str, r: dict) -> str:
+    if level == "track":
+        return f"{r['source']} #{r['track_id']}"
+    return {"run": "all", "folder": f"{r['root']}:{r['folder']}"}.get(level, str(r["source"]))
+
+
+def _fit(name: str, width: int) -> str:
+    if len(name) <= width:
+        return name
+    keep = width - 1
+    return name[: keep // 3] + "…" + name[len(name) - (keep - keep // 3):]
+
+
 def format_summary(df: pd.DataFrame, levels: tuple[str, ...] = ("run", "folder", "file"),
                    max_rows: int = 60) -> str:
     """A fixed-width text table of `summarize` output for the terminal (tracks left out by
     default; at most `max_rows` rows per level, the most faces first)."""
     classes = class_names(df, "share_")
-    head = f"{'name':<38} {'files':>5} {'faces':>7} {'screen':>8} {'dominant':<9}"
-    head += "".join(f" {c[:5]:>5}" for c in classes) + f" {'conf':>5} {'val':>6}"
-    lines = []
+    widths = [max(5, len(c)) for c in classes]  # whole class names ("disgust", not "disgu")
+    rows = []
     for level in levels:
         part = df[df["level"] == level]
-        if not len(part):
-            continue
-        part = part.sort_values("faces", ascending=False, kind="stable")
+        if len(part):
+            part = part.sort_values("faces", ascending=False, kind="stable")
+            rows.append((level, part, [_row_name(level, r) for r in
+                                       part.head(max_rows).to_dict("records")]))
+    width = min(NAME_WIDTH, max([4] + [len(n) for *_, names in rows for n in names]))
+    head = f"{'name':<{width}} {'files':>5} {'faces':>7} {'screen':>8} {'dominant':<9}"
+    head += "".join(f" {c:>{w}}" for c, w in zip(classes, widths, strict=True))
+    head += f" {'conf':>5} {'val':>6}"
+    lines = []
+    for level, part, names in rows:
         lines += ["", f"{level} ({len(part)})", head, "-" * len(head)]
-        for row in part.head(max_rows).itertuples(index=False):
-            r = row._asdict()
-            name = {"run": "all", "folder": f"{r['root']}:{r['folder']}"}.get(
-                level, str(r["source"]))
-            if level == "track":
-                name = f"{r['source']} #{r['track_id']}"
-            name = name if len(name) <= 38 else "…" + name[-37:]
-            line = (f"{name:<38} {r['n_files']:>5} {r['faces']:>7} "
+        for name, r in zip(names, part.head(max_rows).to_dict("records"), strict=True):
+            line = (f"{_fit(name, width):<{width}} {r['n_files']:>5} {r['faces']:>7} "
                     f"{format_seconds(r['seconds_on_screen']):>8} {_text(r['dominant']):<9}")
-            line += "".join(f" {_text(r[f'share_{c}'], '.0%'):>5}" for c in classes)
+            line += "".join(f" {_text(r[f'share_{c}'], '.0%'):>{w}}"
+                            for c, w in zip(classes, widths, strict=True))
             line += f" {_text(r['mean_confidence'], '.2f'):>5} {_text(r['valence'], '+.2f'):>6}"
             lines.append(line)
         if len(part) > max_rows:
             lines.append(f"… {len(part) - max_rows} more {level} rows")
     return "\n".join(lines[1:]) + "\n"
-
-
-def segments(timeline_df: pd.DataFrame, min_duration_sec: float = 1.0) -> pd.DataFrame:
-    """Runs of one dominant emotion per (root, source, track_id), flickers merged away.
-
-    A run is consecutive non-empty bins (empty bins are skipped, not breaks) with one
-    `dominant`; it spans start_sec = its first bin_start to end_sec = its last bin_end.
-    Merging, shortest run first, while a run is shorter than `min_duration_sec` and its track
-    has another run: if both neighbours show the same emotion the three become one; otherwise
-    the flicker joins the neighbour whose emotion the flicker's own faces rated more probable
-    (ties: the longer neighbour, then the earlier). A merged run keeps the absorbing emotion.
-    Columns: root, source, track_id, emotion, start_sec, end_sec, duration_sec,
-    mean_confidence (mean over the run's face rows of p_<emotion>: how strongly the model saw
-    the segment's emotion), n_faces.
-    """
-    tl = timeline_df[(timeline_df["n_faces"] > 0) & timeline_df["dominant"].notna()]
-    classes = class_names(tl)
-    if not len(tl):
-        return pd.DataFrame({c: [] for c in SEGMENT_COLUMNS})
-    tl = tl.sort_values(["root", "source", "track_id", "bin_start"], kind="stable")
-    trk = tl.groupby(["root", "source", "track_id"], sort=False, dropna=False).ngroup().to_numpy()
-    dom = tl["dominant"].to_numpy()
-    brk = np.r_[True, (trk[1:] != trk[:-1]) | (dom[1:] != dom[:-1])]
-    run = np.cumsum(brk) - 1
-    first = np.flatnonzero(brk)
-    n = tl["n_faces"].to_numpy(np.float64)
-    sums = np.add.reduceat(tl[[f"p_{c}" for c in classes]].to_numpy(np.float64) * n[:, None],
-                           first, axis=0)
-    runs = pd.DataFrame({
-        "trk": trk[first], "emotion": dom[first],
-        "start": tl["bin_start"].to_numpy()[first],
-        "end": pd.Series(tl["bin_end"].to_numpy()).groupby(run).max().to_numpy(),
-        "n": np.add.reduceat(n, first)})
-    keys = tl.iloc[first][["root", "source", "track_id"]].reset_index(drop=True)
-    keep, merged = _merge_flickers(runs, sums, classes, min_duration_sec)
-    cidx = {c: j for j, c in enumerate(classes)}
-    out = pd.concat([keys.iloc[keep].reset_index(drop=True),
-                     merged.reset_index(drop=True)], axis=1)
-    out["mean_confidence"] = [s[cidx[e]] / m for s, e, m in
-                              zip(out.pop("sums"), out["emotion"], out["n"], strict=True)]
-    out = out.rename(columns={"start": "start_sec", "end": "end_sec", "n": "n_faces"})
-    out["duration_sec"] = out["end_sec"] - out["start_sec"]
-    out["n_faces"] = out["n_faces"].astype(np.int64)
-    out["track_id"] = out["track_id"].astype("Int64")
-    return out[SEGMENT_COLUMNS]
-
-
-def _merge_flickers(runs: pd.DataFrame, sums: np.ndarray, classes: list[str],
-                    min_dur: float) -> tuple[np.ndarray, pd.DataFrame]:
-    """Merge short runs (see `segments`); returns surviving run indices and their values."""
-    emo = runs["emotion"].tolist()
-    start, end = runs["start"].to_numpy(float).copy(), runs["end"].to_numpy(float).copy()
-    n, sums = runs["n"].to_numpy(float).copy(), sums.copy()
-    trk = runs["trk"].to_numpy()
-    nr = len(runs)
-    prev = np.r_[-1, np.arange(nr - 1)]
-    nxt = np.r_[np.arange(1, nr), -1]
-    prev[np.r_[True, trk[1:] != trk[:-1]]] = -1  # links stop at track boundaries
-    nxt[np.r_[trk[1:] != trk[:-1], True]] = -1
-    alive = np.ones(nr, bool)
-    version = np.zeros(nr, np.int64)
-    cidx = {c: j for j, c in enumerate(classes)}
-    heap = [(end[i] - start[i], i, 0) for i in range(nr) if end[i] - start[i] < min_dur]
-    heapq.heapify(heap)
-
-    def absorb(into: int, i: int) -> None:
-        start[into], end[into] = min(start[into], start[i]), max(end[into], end[i])
-        n[into] += n[i]
-        sums[into] += sums[i]
-        alive[i] = False
-        p, q = prev[i], nxt[i]
-        if p >= 0:
-            nxt[p] = q
-        if q >= 0:
-            prev[q] = p
-
-    while heap:
-        dur, i, ver = heapq.heappop(heap)
-        if not alive[i] or ver != version[i]:
-            continue
-        p, q = prev[i], nxt[i]
-        if p < 0 and q < 0:
-            continue  # the track's only run: nothing to merge into
-        if p >= 0 and q >= 0 and emo[p] == emo[q]:
-            absorb(p, i)
-            absorb(p, q)
-            target = p
-        else:
-            if p < 0 or q < 0:
-                target = p if q < 0 else q
-            else:
-                sp, sq = sums[i][cidx[emo[p]]], sums[i][cidx[emo[q]]]
-                lp, lq = end[p] - start[p], end[q] - start[q]
-                target = p if (sp, lp) >= (sq, lq) else q
-            absorb(target, i)
-        version[target] += 1
-        if end[target] - start[target] < min_dur:
-            heapq.heappush(heap, (end[target] - start[target], target, version[target]))
-    keep = np.flatnonzero(alive)
-    merged = pd.DataFrame({"emotion": np.asarray(emo, dtype=object)[keep], "start": start[keep],
-                           "end": end[keep], "n": n[keep], "sums": list(sums[keep])})
-    return keep, merged

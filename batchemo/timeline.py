@@ -1,31 +1,22 @@
 """Per-video timelines: faces binned in time per track, smoothed, and cut into segments.
 
 One code path (`_timeline_block`) handles any set of complete videos with array operations,
-so `timeline` (in memory) and `iter_timeline_parquet` (streaming, a block of whole videos at a
-time) give identical rows, in time linear in the face rows.
+so `timeline` (in memory) and `timeline_stream.iter_timeline_parquet` (streaming, a block of
+whole videos at a time) give identical rows, in time linear in the face rows.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
+import heapq
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .summarize import as_frame, class_names, dominant_array, valence_array
-from .summarize import segments as segments  # part of the timeline API; lives with the stats
+from .choices import SMOOTHING
+from .columns import as_frame, class_names, dominant_array, valence_array
 
-SMOOTHING = ("ema", "median", "none")
 _EPS = 1e-9  # t_sec / bin_sec in floating point: 0.3 / 0.1 must land in bin 3, not 2
-
-
-def timeline_columns(classes: list[str]) -> list[str]:
-    """The columns of a timeline table, in order."""
-    return timeline_schema(classes).names
 
 
 def timeline(
@@ -47,8 +38,9 @@ def timeline(
     Columns: root, source, track_id (Int64), bin_start, bin_end, n_frames (sampled frames in
     the bin: from `frames`, else frames holding a face), n_faces (face rows of the track),
     p_<class> (mean probability), smooth_<class> (smoothed p_<class>; null in empty bins),
-    dominant (argmax of smooth_*), confidence (mean top-class probability), valence (of the
-    p_<class> means; see summarize.valence).
+    dominant (argmax of smooth_*), confidence (mean top-class probability of the bin's face
+    rows, not smoothed; null in empty bins), valence (of the
+    p_<class> means; see columns.valence).
 
     Smoothing runs per track over its non-empty bins, per class:
       * "ema": s = x at the first bin, then s ← s + (1 − (1 − α)^Δ)·(x − s), where Δ is the
@@ -65,101 +57,6 @@ def timeline(
     times = _frame_times(frames) if frames is not None else {}
     keys = set(map(tuple, video[["root", "source"]].drop_duplicates().to_numpy())) | set(times)
     return _timeline_block(video, times, sorted(keys), classes, bin_sec, smoothing, window_sec)
-
-
-def iter_timeline_parquet(
-    faces_path: str | Path,
-    frames_path: str | Path | None = None,
-    *,
-    bin_sec: float = 1.0,
-    smoothing: str = "ema",
-    window_sec: float = 3.0,
-    batch_rows: int = 32_768,
-) -> Iterator[pd.DataFrame]:
-    """Stream `timeline` over a Parquet file or dataset: yields blocks of whole videos.
-
-    Each video's face rows must be contiguous (as the pipeline writes them); a video met again
-    after another one raises ValueError. Memory holds about `batch_rows` face rows (or one
-    whole video, if longer) plus the sampled times of the frames table (8 bytes a frame).
-    Videos found only in the frames table come last, as blocks of empty bins.
-    """
-    _check(bin_sec, smoothing, window_sec)
-    names = _parquet_files(faces_path)[0].schema_arrow.names
-    classes = class_names(pd.DataFrame(columns=names))
-    cols = ["root", "source", "media_type", "frame_index", "t_sec", "track_id", "confidence"]
-    cols = [c for c in cols if c in names] + [f"p_{c}" for c in classes]
-    times = _frame_times_parquet(frames_path) if frames_path is not None else {}
-    seen: set[tuple[str, str]] = set()
-    pending: list[tuple[tuple[str, str], pd.DataFrame]] = []  # (video, rows) read, not done
-
-    def block(parts: list[tuple[tuple[str, str], pd.DataFrame]]) -> pd.DataFrame:
-        keys = list(dict.fromkeys(k for k, _ in parts))
-        return _timeline_block(pd.concat([p for _, p in parts], ignore_index=True), times, keys,
-                               classes, bin_sec, smoothing, window_sec)
-
-    for batch in _batches(faces_path, cols, batch_rows):
-        df = _video_rows(batch.to_pandas())
-        if not len(df):
-            continue
-        # Key changes found column-wise; only the few run starts become Python tuples.
-        root, source = df["root"], df["source"]
-        starts = np.flatnonzero(((root != root.shift()) | (source != source.shift())).to_numpy())
-        ends = np.r_[starts[1:], len(df)]
-        keys = zip(root.iloc[starts], source.iloc[starts], strict=True)
-        for a, b, key in zip(starts, ends, keys, strict=True):
-            if key in seen and key != pending[-1][0]:
-                raise ValueError(f"{faces_path}: rows of one video are not contiguous; "
-                                 "sort by root, source or use timeline() in memory")
-            seen.add(key)
-            pending.append((key, df.iloc[a:b]))
-        # The last video may go on in the next batch: it stays pending.
-        done = [p for p in pending if p[0] != pending[-1][0]] if pending else []
-        if sum(len(p) for _, p in done) >= batch_rows:
-            yield block(done)
-            pending = pending[len(done) :]
-    if pending:
-        yield block(pending)
-    faceless = sorted(set(times) - seen)  # videos sampled but never showing a face
-    for i in range(0, len(faceless), 1024):
-        yield _timeline_block(pd.DataFrame(columns=cols), times, faceless[i : i + 1024],
-                              classes, bin_sec, smoothing, window_sec)
-
-
-def timeline_from_parquet(
-    faces_path: str | Path,
-    frames_path: str | Path | None = None,
-    *,
-    out_path: str | Path | None = None,
-    bin_sec: float = 1.0,
-    smoothing: str = "ema",
-    window_sec: float = 3.0,
-    batch_rows: int = 32_768,
-) -> pd.DataFrame | Path:
-    """`iter_timeline_parquet`, concatenated into a DataFrame, or, with `out_path`, written
-    block by block to that Parquet file (temp file + rename) and its Path returned."""
-    blocks = iter_timeline_parquet(faces_path, frames_path, bin_sec=bin_sec, smoothing=smoothing,
-                                   window_sec=window_sec, batch_rows=batch_rows)
-    if out_path is None:
-        parts = list(blocks)
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    writer = None
-    try:
-        for block in blocks:
-            if writer is None:
-                schema = timeline_schema(class_names(block, "smooth_"))
-                writer = pq.ParquetWriter(tmp, schema)
-            writer.write_table(pa.Table.from_pandas(block, schema=schema, preserve_index=False))
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:  # no video in the input: an empty table, still with every column
-        names = _parquet_files(faces_path)[0].schema_arrow.names
-        classes = class_names(pd.DataFrame(columns=names))
-        pq.write_table(timeline_schema(classes).empty_table(), tmp)
-    os.replace(tmp, out_path)
-    return out_path
 
 
 def timeline_schema(classes: list[str]) -> pa.Schema:
@@ -191,30 +88,6 @@ def _video_rows(faces: pd.DataFrame) -> pd.DataFrame:
 def _frame_times(frames: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
     f = frames[frames["t_sec"].notna()]
     return {k: g.to_numpy(np.float64) for k, g in f.groupby(["root", "source"])["t_sec"]}
-
-
-def _frame_times_parquet(path: str | Path) -> dict[tuple[str, str], np.ndarray]:
-    parts: dict[tuple[str, str], list[np.ndarray]] = {}
-    for batch in _batches(path, ["root", "source", "t_sec"], 65_536):
-        for k, v in _frame_times(batch.to_pandas()).items():
-            parts.setdefault(k, []).append(v)
-    return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def _parquet_files(path: str | Path) -> list[pq.ParquetFile]:
-    """A Parquet file, or the part files of a dataset folder in name order."""
-    path = Path(path)
-    parts = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-    if not parts:
-        raise FileNotFoundError(f"no Parquet files under {path}")
-    return [pq.ParquetFile(p, pre_buffer=False) for p in parts]
-
-
-def _batches(path: str | Path, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    # Not pyarrow.dataset: its scan reads ahead about the whole of a 1 M row file. And
-    # pre_buffer=False: with it, iter_batches keeps ~3 MB per batch read until the file closes.
-    for pf in _parquet_files(path):
-        yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def _bins(t: np.ndarray, bin_sec: float) -> np.ndarray:
@@ -362,3 +235,109 @@ def _smooth(p: np.ndarray, start: np.ndarray, length: np.ndarray, how: str,
         last_k[:m][obs] = k
         out[rows[obs]] = st[obs]
     return out
+
+
+SEGMENT_COLUMNS = ["root", "source", "track_id", "emotion", "start_sec", "end_sec",
+                   "duration_sec", "mean_confidence", "n_faces"]
+
+
+def segments(timeline_df: pd.DataFrame, min_duration_sec: float = 1.0) -> pd.DataFrame:
+    """Runs of one dominant emotion per (root, source, track_id), flickers merged away.
+
+    A run is consecutive non-empty bins (empty bins are skipped, not breaks) with one
+    `dominant`; it spans start_sec = its first bin_start to end_sec = its last bin_end.
+    Merging, shortest run first, while a run is shorter than `min_duration_sec` and its track
+    has another run: if both neighbours show the same emotion the three become one; otherwise
+    the flicker joins the neighbour whose emotion the flicker's own faces rated more probable
+    (ties: the longer neighbour, then the earlier). A merged run keeps the absorbing emotion.
+    Columns: root, source, track_id, emotion, start_sec, end_sec, duration_sec,
+    mean_confidence (mean over the run's face rows of p_<emotion>: how strongly the model saw
+    the segment's emotion), n_faces.
+    """
+    tl = timeline_df[(timeline_df["n_faces"] > 0) & timeline_df["dominant"].notna()]
+    classes = class_names(tl)
+    if not len(tl):
+        return pd.DataFrame({c: [] for c in SEGMENT_COLUMNS})
+    tl = tl.sort_values(["root", "source", "track_id", "bin_start"], kind="stable")
+    trk = tl.groupby(["root", "source", "track_id"], sort=False, dropna=False).ngroup().to_numpy()
+    dom = tl["dominant"].to_numpy()
+    brk = np.r_[True, (trk[1:] != trk[:-1]) | (dom[1:] != dom[:-1])]
+    run = np.cumsum(brk) - 1
+    first = np.flatnonzero(brk)
+    n = tl["n_faces"].to_numpy(np.float64)
+    sums = np.add.reduceat(tl[[f"p_{c}" for c in classes]].to_numpy(np.float64) * n[:, None],
+                           first, axis=0)
+    runs = pd.DataFrame({
+        "trk": trk[first], "emotion": dom[first],
+        "start": tl["bin_start"].to_numpy()[first],
+        "end": pd.Series(tl["bin_end"].to_numpy()).groupby(run).max().to_numpy(),
+        "n": np.add.reduceat(n, first)})
+    keys = tl.iloc[first][["root", "source", "track_id"]].reset_index(drop=True)
+    keep, merged = _merge_flickers(runs, sums, classes, min_duration_sec)
+    cidx = {c: j for j, c in enumerate(classes)}
+    out = pd.concat([keys.iloc[keep].reset_index(drop=True),
+                     merged.reset_index(drop=True)], axis=1)
+    out["mean_confidence"] = [s[cidx[e]] / m for s, e, m in
+                              zip(out.pop("sums"), out["emotion"], out["n"], strict=True)]
+    out = out.rename(columns={"start": "start_sec", "end": "end_sec", "n": "n_faces"})
+    out["duration_sec"] = out["end_sec"] - out["start_sec"]
+    out["n_faces"] = out["n_faces"].astype(np.int64)
+    out["track_id"] = out["track_id"].astype("Int64")
+    return out[SEGMENT_COLUMNS]
+
+
+def _merge_flickers(runs: pd.DataFrame, sums: np.ndarray, classes: list[str],
+                    min_dur: float) -> tuple[np.ndarray, pd.DataFrame]:
+    """Merge short runs (see `segments`); returns surviving run indices and their values."""
+    emo = runs["emotion"].tolist()
+    start, end = runs["start"].to_numpy(float).copy(), runs["end"].to_numpy(float).copy()
+    n, sums = runs["n"].to_numpy(float).copy(), sums.copy()
+    trk = runs["trk"].to_numpy()
+    nr = len(runs)
+    prev = np.r_[-1, np.arange(nr - 1)]
+    nxt = np.r_[np.arange(1, nr), -1]
+    prev[np.r_[True, trk[1:] != trk[:-1]]] = -1  # links stop at track boundaries
+    nxt[np.r_[trk[1:] != trk[:-1], True]] = -1
+    alive = np.ones(nr, bool)
+    version = np.zeros(nr, np.int64)
+    cidx = {c: j for j, c in enumerate(classes)}
+    heap = [(end[i] - start[i], i, 0) for i in range(nr) if end[i] - start[i] < min_dur]
+    heapq.heapify(heap)
+
+    def absorb(into: int, i: int) -> None:
+        start[into], end[into] = min(start[into], start[i]), max(end[into], end[i])
+        n[into] += n[i]
+        sums[into] += sums[i]
+        alive[i] = False
+        p, q = prev[i], nxt[i]
+        if p >= 0:
+            nxt[p] = q
+        if q >= 0:
+            prev[q] = p
+
+    while heap:
+        dur, i, ver = heapq.heappop(heap)
+        if not alive[i] or ver != version[i]:
+            continue
+        p, q = prev[i], nxt[i]
+        if p < 0 and q < 0:
+            continue  # the track's only run: nothing to merge into
+        if p >= 0 and q >= 0 and emo[p] == emo[q]:
+            absorb(p, i)
+            absorb(p, q)
+            target = p
+        else:
+            if p < 0 or q < 0:
+                target = p if q < 0 else q
+            else:
+                sp, sq = sums[i][cidx[emo[p]]], sums[i][cidx[emo[q]]]
+                lp, lq = end[p] - start[p], end[q] - start[q]
+                target = p if (sp, lp) >= (sq, lq) else q
+            absorb(target, i)
+        version[target] += 1
+        if end[target] - start[target] < min_dur:
+            heapq.heappush(heap, (end[target] - start[target], target, version[target]))
+    keep = np.flatnonzero(alive)
+    merged = pd.DataFrame({"emotion": np.asarray(emo, dtype=object)[keep], "start": start[keep],
+                           "end": end[keep], "n": n[keep], "sums": list(sums[keep])})
+    return keep, merged

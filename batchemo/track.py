@@ -339,24 +339,6 @@ def _bridge(ids, order, t, shot, boxes, limit, dt_sample, centre_frac, max_area_
     return out
 
 
-def add_track_ids(faces: pd.DataFrame, **kwargs: float) -> pd.DataFrame:
-    """A copy of a faces table with `track_id` filled by `assign_tracks`, video by video
-    (root, source); image rows get null. `det_score` is used when present; `kwargs` go to
-    `assign_tracks`."""
-    out = faces.copy()
-    ids = np.full(len(out), -1, dtype=np.int64)
-    video = (out["media_type"] == "video").to_numpy() & out["t_sec"].notna().to_numpy()
-    for rows in out[video].groupby(["root", "source"], sort=False).indices.values():
-        pos = np.flatnonzero(video)[rows]
-        sub = out.iloc[pos]
-        scores = sub["det_score"].to_numpy(float) if "det_score" in sub else None
-        ids[pos] = assign_tracks(sub["frame_index"].to_numpy(), sub["t_sec"].to_numpy(float),
-                                 sub[["x", "y", "w", "h"]].to_numpy(float), scores=scores,
-                                 **kwargs)
-    out["track_id"] = pd.arrays.IntegerArray(np.where(ids < 0, 0, ids), ids < 0)
-    return out
-
-
 # A track is suspect (probably not a person's face) when it has fewer faces than this, ...
 SUSPECT_MIN_FACES = 3
 # ... or its detector scores average below this (measured: the shared title card 0.54, the

@@ -6,6 +6,7 @@ parent folders are created. Keep the names stable: other modules' tests use them
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import stat
@@ -306,3 +307,16 @@ def random_model(tmp_path_factory) -> Path:
     save_artifact(build("default", len(EMOTIONS)), path,
                   {"arch": "default", "classes": list(EMOTIONS), "tta": True})
     return path
+
+
+@pytest.fixture(autouse=True)
+def _no_error_logs(request, caplog):
+    """STYLE.md: a test that logs at ERROR fails, unless it says it expects to
+    (`@pytest.mark.logs_errors`)."""
+    yield
+    if request.node.get_closest_marker("logs_errors"):
+        return
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    if errors:
+        pytest.fail("logged at ERROR (mark the test logs_errors if expected): "
+                    + "; ".join(f"{r.name}: {r.getMessage()}" for r in errors[:3]), pytrace=False)

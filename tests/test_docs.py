@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from batchemo.cli import main
-from batchemo.timeline import timeline_schema
-from batchemo.write import (
+from batchemo.tables import (
     FILES_SCHEMA,
     FRAMES_SCHEMA,
     RUNS_SCHEMA,
@@ -16,6 +15,7 @@ from batchemo.write import (
     faces_schema,
     summary_schema,
 )
+from batchemo.timeline import timeline_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

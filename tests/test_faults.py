@@ -6,24 +6,28 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_image, write_video
+from helpers import assert_same_outputs, read_output
 
-from batchemo.write import OutputPaths
+from batchemo.tables import OutputPaths
 
 pytestmark = pytest.mark.slow
+N_FILES = 6
 
 
-@pytest.fixture
-def archive(tmp_path, make_image, make_video):
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """Read-only input shared by the module's tests (each run writes its own output)."""
+    root = tmp_path_factory.mktemp("faults") / "in"
     for i in range(4):
-        make_image(f"in/img{i}.png", size=(160, 240), faces=[(30, 30, 64), (140, 40, 64)][: i % 2 + 1])
+        write_image(root / f"img{i}.png", size=(160, 240),
+                    faces=[(30, 30, 64), (140, 40, 64)][: i % 2 + 1])
     for name in ("clip_a.mp4", "clip_b.mp4"):
-        make_video(f"in/{name}", seconds=3, fps=10, size=(160, 240),
-                   faces_fn=lambda i, t: [(20 + 3 * i, 40, 64)])
-    return tmp_path / "in"
+        write_video(root / name, seconds=3, fps=10, size=(160, 240),
+                    faces_fn=lambda i, t: [(20 + 3 * i, 40, 64)])
+    return root
 
 
 def cmd(root, out, model, *extra):
@@ -39,27 +43,25 @@ def committed(out) -> int:
         return 0
 
 
-def table(out, name):
-    df = pq.read_table(OutputPaths.from_out(out).table(name)).to_pandas()
-    keys = [k for k in ("root", "source", "frame_index", "face_index") if k in df]
-    drop = [c for c in ("run_id", "seconds", "model_id", "mtime") if c in df]
-    return df.drop(columns=drop).sort_values(keys).reset_index(drop=True)
-
-
 def assert_same(out, ref):
-    for name in ("faces", "frames"):
-        a, b = table(out, name), table(ref, name)
-        p = [c for c in a if c.startswith("p_")]
-        pd.testing.assert_frame_equal(a.drop(columns=p), b.drop(columns=p))
-        if p:
-            assert np.abs(a[p].to_numpy() - b[p].to_numpy()).max() <= 1e-6
-    files = table(out, "files")
-    assert files.status.tolist() == table(ref, "files").status.tolist()
+    assert_same_outputs(out, ref, ("faces", "frames"))
+    files = read_output(out, "files").sort_values(["root", "source"])
+    assert files.status.tolist() == read_output(ref, "files").sort_values(["root", "source"])\
+        .status.tolist()
 
 
-@pytest.fixture
-def reference(archive, random_model, tmp_path):
-    ref = tmp_path / "ref.parquet"
+def landed(kill_when: str, out, at_kill: int) -> bool:
+    """Whether a SIGKILL found the run where the test meant to kill it."""
+    if kill_when == "startup":
+        return at_kill == 0
+    if kill_when == "before_final_write":  # all committed, the last table not yet written
+        return at_kill == N_FILES and not OutputPaths.from_out(out).table("summary").exists()
+    return {"after_first_file": 1, "between_files": 3}[kill_when] <= at_kill < N_FILES
+
+
+@pytest.fixture(scope="module")
+def reference(archive, random_model, tmp_path_factory):
+    ref = tmp_path_factory.mktemp("reference") / "ref.parquet"
     subprocess.run(cmd(archive, ref, random_model), check=True, timeout=300)
     return ref
 
@@ -79,7 +81,9 @@ def test_sigkill_then_rerun_gives_every_row_exactly_once(archive, random_model, 
         while committed(out) < target and proc.poll() is None and time.time() < deadline:
             time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # still running: the kill, not the run, ended it
+    at_kill = committed(out)
+    assert landed(kill_when, out, at_kill), f"killed with {at_kill} files committed"
     if out.exists():  # whatever was there is complete (atomic rename), never half-written
         pq.read_table(out)
     rerun = subprocess.run(cmd(archive, out, random_model), timeout=300)
@@ -94,7 +98,7 @@ def test_sigterm_keeps_finished_files_and_exits_2(archive, random_model, referen
     while committed(out) < 2 and proc.poll() is None:
         time.sleep(0.005)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) in (0, 2)  # 0 if it had just finished anyway
+    assert proc.wait(timeout=60) == 2
     done = pq.read_table(OutputPaths.from_out(out).table("files")).num_rows
     assert done >= 2
     assert subprocess.run(cmd(archive, out, random_model), timeout=300).returncode == 0

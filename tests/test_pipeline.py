@@ -9,10 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import needs_shared
+from helpers import assert_same_rows, comparable, read_output
 
 from batchemo import RunConfig, run
 from batchemo.cli import main
-from batchemo.write import OutputPaths
+from batchemo.tables import OutputPaths
 
 BIG = 64  # faces drawn this big are found by every BlazeFace model (tests/facedraw.py)
 
@@ -27,13 +28,7 @@ def run_cfg(inputs, out, model, **kw):
 
 
 def read(out, table="faces"):
-    return pq.read_table(OutputPaths.from_out(out).table(table)).to_pandas()
-
-
-def comparable(df):
-    drop = [c for c in ("run_id", "seconds", "model_id") if c in df]
-    return (df.drop(columns=drop).sort_values(["root", "source", "frame_index", "face_index"])
-            .reset_index(drop=True))
+    return read_output(out, table)
 
 
 @pytest.mark.parametrize("kind", ["image", "video"])
@@ -78,10 +73,7 @@ def test_probabilities_do_not_depend_on_batching_or_workers(tmp_path, make_image
     b = run(run_cfg([tmp_path / "in"], tmp_path / "b.parquet", random_model, batch_size=16,
                     workers=2))
     assert a.faces == b.faces > 0
-    fa, fb = comparable(read(tmp_path / "a.parquet")), comparable(read(tmp_path / "b.parquet"))
-    p = [c for c in fa if c.startswith("p_")]
-    pd.testing.assert_frame_equal(fa.drop(columns=p), fb.drop(columns=p))
-    assert np.abs(fa[p].to_numpy() - fb[p].to_numpy()).max() <= 1e-6
+    assert_same_rows(read(tmp_path / "a.parquet"), read(tmp_path / "b.parquet"))
 
 
 def test_bad_inputs_become_status_rows_and_the_run_goes_on(

@@ -125,3 +125,11 @@ def test_report_without_files_or_failures(tmp_path):
     faces, frames, _ = make_run(sources=("v.mp4",))
     page = write_report(faces, frames, None, tmp_path / "r.html").read_text()
     assert "No failed files." in page and "v.mp4" in page
+
+
+def test_run_plots_label_sub_second_ticks_on_short_clips():
+    faces, frames, _ = make_run(n_tracks=1, seconds=2, sources=("short.mp4",))
+    tl = timeline(faces, frames, bin_sec=0.5)
+    fig = video_timeline_figure(tl, segments(tl))
+    fmt = fig.axes[-1].xaxis.get_major_formatter()
+    assert [fmt(t, None) for t in (0, 0.5, 1.0, 1.5)] == ["0:00", "0:00.5", "0:01", "0:01.5"]

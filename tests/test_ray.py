@@ -10,16 +10,15 @@ import signal
 import sys
 import tempfile
 
-import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from helpers import assert_same_outputs, assert_same_rows
 
 from batchemo import RunConfig, run
 from batchemo.cli import main
 from batchemo.errors import ConfigError
-from batchemo.write import OutputPaths
+from batchemo.tables import OutputPaths
 
 # Ray Data's own DataContext warns about its deprecated fields when it copies itself.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
@@ -42,16 +41,6 @@ def table(out, name):
     df = pq.read_table(OutputPaths.from_out(out).table(name)).to_pandas()
     return (df.drop(columns=[c for c in UNTIMED if c in df]).sort_values(KEYS[name])
             .reset_index(drop=True))
-
-
-def assert_same_outputs(a, b):
-    """Row for row, ordering aside, probabilities within 1e-6 (the project's equality)."""
-    for name in KEYS:
-        ta, tb = table(a, name), table(b, name)
-        p = [c for c in ta if c.startswith("p_") or c == "confidence"]
-        pd.testing.assert_frame_equal(ta.drop(columns=p), tb.drop(columns=p), obj=name)
-        if p:
-            assert np.abs(ta[p].to_numpy() - tb[p].to_numpy()).max(initial=0) <= 1e-6
 
 
 def make_archive(make_image, make_video, make_text_as_jpg):
@@ -140,9 +129,7 @@ def test_ray_reruns_are_incremental(tmp_path, make_image, make_video, make_text_
         "clips/v.mp4": 10, "img0.png": 2, "img1.png": 1, "img3.png": 3}
     kept = faces[faces.source != "img3.png"].reset_index(drop=True)  # gone, kept as absent
     local = table(fresh, "faces")
-    p = [c for c in local if c.startswith("p_")]
-    pd.testing.assert_frame_equal(kept.drop(columns=p), local.drop(columns=p))
-    assert np.abs(kept[p].to_numpy() - local[p].to_numpy()).max() <= 1e-6
+    assert_same_rows(kept, local, obj="faces")
 
 
 @pytest.mark.slow

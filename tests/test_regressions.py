@@ -23,7 +23,7 @@ from batchemo import RunConfig, run
 from batchemo.cli import main
 from batchemo.errors import ConfigError, OutputError
 from batchemo.ledger import Ledger
-from batchemo.write import OutputPaths
+from batchemo.tables import OutputPaths
 
 BIG = 64
 

@@ -16,7 +16,8 @@ from batchemo.cli import main
 from batchemo.config import AnnotateConfig
 from batchemo.ledger import fingerprint
 from batchemo.plots import class_colour
-from batchemo.report import _tick, pick_strip, write_report
+from batchemo.plots import tick_clock as _tick
+from batchemo.report import pick_strip, write_report
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 SKIN = np.array([140, 170, 215])  # BGR of the drawn faces (tests/facedraw.py)

@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 from conftest import MEDIA, ODD_NAME, needs_shared, write_image, write_video
+from helpers import sniff
 
 from batchemo import scan as scan_mod
 from batchemo.records import IMAGE, OTHER, VIDEO
-from batchemo.scan import IMAGE_EXTS, VIDEO_EXTS, image_format, scan, sniff
+from batchemo.scan import IMAGE_EXTS, VIDEO_EXTS, image_format, scan
 
 
 def by_source(items):
@@ -311,11 +312,28 @@ def test_root_itself_unlistable(tmp_path, monkeypatch):
     assert item.source == "" and item.error == "cannot list directory: Permission denied"
 
 
-def test_scan_is_lazy(tmp_path):
+def test_scan_is_lazy(tmp_path, monkeypatch):
     for i in range(3):
         write_image(tmp_path / "lazy" / f"{i}.jpg")
+        write_image(tmp_path / "lazy" / f"d{i}" / "x.jpg")
+    listed, opened = [], []
+    real_scandir, real_open = os.scandir, open
+
+    def scandir(path):
+        listed.append(Path(path).name)
+        return real_scandir(path)
+
+    def spy_open(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(scan_mod.os, "scandir", scandir)
+    monkeypatch.setattr(scan_mod, "open", spy_open, raising=False)  # scan's `open` only
     it = scan([tmp_path / "lazy"])
     assert next(it).source == "0.jpg"
+    # One file found means one file read: a scanner that lists or sniffs everything first fails.
+    assert "d2" not in listed and "1.jpg" not in opened and "2.jpg" not in opened
+    assert len(list(it)) == 5
 
 
 def test_stat_values(tmp_path):

@@ -185,3 +185,44 @@ def test_min_track_leaves_out_short_track_rows_only():
     assert list(zip(kept["source"], kept["track_id"], strict=True)) == [("a.mp4", 0),
                                                                        ("sub/b.mp4", 0)]
     pd.testing.assert_frame_equal(level(full, "file"), level(short, "file"))
+
+
+def test_seconds_on_screen_never_exceeds_the_video():
+    # 5 fps sampling of a 1.9 s video whose decoder lands on uneven times (median gap 0.25 s),
+    # a face in every sampled frame: the frames stand for 1.9 s, not 9 × 0.25 = 2.25 s.
+    t = [0.0, 0.25, 0.5, 0.7, 0.95, 1.2, 1.4, 1.65, 1.85]
+    faces = pd.DataFrame([face("v.mp4", i, "happy") for i in range(len(t))]).assign(t_sec=t)
+    faces["track_id"] = faces["track_id"].astype("Int64")
+    frames = pd.DataFrame({"root": "R", "source": "v.mp4", "frame_index": range(len(t)),
+                           "t_sec": t, "n_faces": 1})
+    files = pd.DataFrame({"root": ["R"], "source": ["v.mp4"], "media_type": ["video"],
+                          "status": ["ok"], "duration": [1.9], "frames_sampled": [len(t)]})
+    s = summarize(faces, files, frames)
+    assert level(s, "file")["seconds_on_screen"].iloc[0] == pytest.approx(1.9)
+    assert level(s, "track")["seconds_on_screen"].iloc[0] == pytest.approx(1.9)
+    assert level(s, "run")["seconds_on_screen"].iloc[0] == pytest.approx(1.9)
+
+
+def test_format_summary_keeps_whole_class_names_and_the_file_name():
+    faces, files, frames = run_tables()
+    faces = faces.assign(p_disgust=0.0)  # a class name longer than five letters
+    long = "a_rather_long_folder_name/" * 4 + "the_clip_that_matters.mp4"
+    faces.loc[faces["source"] == "a.mp4", "source"] = long
+    text = format_summary(summarize(faces, files, frames))
+    header = next(line for line in text.splitlines() if line.startswith("name"))
+    assert "disgust" in header.split() and "disgu " not in header
+    row = next(line for line in text.splitlines() if "the_clip_that_matters.mp4" in line)
+    assert row.startswith("a_rather") and "…" in row  # cut in the middle, both ends kept
+    widths = {len(line) for line in text.splitlines() if line and line[0] not in "rf-"}
+    assert len(widths) == 1  # columns line up
+
+
+def test_summary_table_keeps_the_suspect_column():
+    from batchemo.tables import summary_schema
+
+    faces, files, frames = run_tables()
+    table = pa.Table.from_pandas(summarize(faces, files, frames), schema=summary_schema(CLASSES),
+                                 preserve_index=False)
+    assert "suspect" in table.schema.names
+    track = table.to_pandas().query("level == 'track'")
+    assert track["suspect"].notna().all()

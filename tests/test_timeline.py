@@ -5,14 +5,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import timeline_columns
 
-from batchemo.summarize import valence
-from batchemo.timeline import (
-    segments,
-    timeline,
-    timeline_columns,
-    timeline_from_parquet,
-)
+from batchemo.columns import valence
+from batchemo.timeline import segments, timeline
+from batchemo.timeline_stream import timeline_from_parquet
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 

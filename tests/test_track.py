@@ -117,8 +117,7 @@ def test_bad_input():
 
 def test_add_track_ids_per_video_and_null_for_images():
     import pandas as pd
-
-    from batchemo.track import add_track_ids
+    from helpers import add_track_ids
 
     rows = []
     for src in ("a.mp4", "b.mp4"):
@@ -198,8 +197,7 @@ def test_a_weak_detection_does_not_take_a_track_from_a_strong_one():
 
 def test_add_track_ids_uses_det_score_and_leaves_lone_weak_faces_null():
     import pandas as pd
-
-    from batchemo.track import add_track_ids
+    from helpers import add_track_ids
 
     rows = [{"root": "r", "source": "v.mp4", "media_type": "video", "frame_index": i,
              "t_sec": i * DT, "x": 10, "y": 10, "w": 50, "h": 50, "det_score": 0.9}

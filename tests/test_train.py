@@ -127,6 +127,7 @@ def test_killed_training_resumes_at_its_last_epoch(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["epochs_trained"] == 6
 
 
+@pytest.mark.slow
 def test_init_continues_from_an_artifact_with_a_fresh_history(trained, tmp_path):
     cfg, first = trained
     work = tmp_path / "w"
@@ -206,6 +207,7 @@ def test_recalibrated_batchnorm_holds_the_statistics_of_clean_faces():
     assert recalibrate_batchnorm(build("seed", 3), faces) == 0  # no BN: nothing to do
 
 
+@pytest.mark.slow
 def test_gather_augmentation_trains_and_learns(tmp_path):
     root = _faces_tree(tmp_path / "data")
     cfg = TrainConfig(data=root, out=tmp_path / "g.keras", epochs=3, batch_size=16, lr=0.05,
@@ -215,6 +217,7 @@ def test_gather_augmentation_trains_and_learns(tmp_path):
     assert load_model(card["path"]).classes == ("happy", "neutral", "sad")
 
 
+@pytest.mark.slow
 def test_distillation_follows_the_teachers_not_the_labels(trained, tmp_path):
     from batchemo.errors import ConfigError
 
@@ -243,6 +246,7 @@ def _swap_happy_and_sad(train_dir: Path) -> None:
     (train_dir / "tmp").rename(train_dir / "Sadness")
 
 
+@pytest.mark.slow
 def test_soft_labels_and_degraded_faces_train_from_the_votes(tmp_path):
     # Folder labels swap happy and sad; the votes CSV tells the truth. With --soft-weight 1 the
     # student must learn the votes, through degraded faces, and then classify clean faces right.

@@ -1,1 +1,29 @@
-"""Alternative execution engines for `run` (imported lazily; each is an optional extra)."""
+"""Engines: decode → detect → crop → infer for the files of a job, one FileResult per file.
+
+An engine is a function `process(job: EngineJob) -> Iterator[FileResult]` (records.py). It knows
+nothing of ledgers, parts or tables: the pipeline tracks, commits and counts what it yields.
+Closing the iterator early (SIGTERM, an error) stops the engine's workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from ..records import EngineJob, FileResult
+
+
+class Engine(Protocol):
+    def __call__(self, job: EngineJob) -> Iterator[FileResult]: ...
+
+
+def get_engine(name: str) -> Engine:
+    """The engine called `name`; Ray is imported here, so a missing Ray fails before any output."""
+    if name == "ray":
+        from . import ray
+
+        ray.require_ray()  # exit 2 with the install command before anything is written
+        return ray.process
+    from .local import process
+
+    return process

@@ -1,7 +1,7 @@
 """The local engine: decode → detect → crop in worker processes, batched inference here.
 
-`process` is what `pipeline.run` calls with the files to do; engines.ray.process has the same
-signature. Each finished file is committed through the Store as soon as its faces are classified.
+`process(job)` yields one FileResult per file as soon as its faces are classified (the
+interface in engines/__init__.py); engines.ray.process is the same on Ray Data.
 """
 
 from __future__ import annotations
@@ -12,46 +12,57 @@ import os
 import queue
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from ..config import RunConfig
-from ..crop import CROP_MARGIN, CROP_MARGINS
+from ..crop import margin_for
 from ..decode import expected_samples
 from ..extract import extract, worker_main
-from ..records import STATUS_ERROR, MediaItem
+from ..infer import Batcher
+from ..records import (
+    DetectedFrame,
+    EngineJob,
+    Extracted,
+    Face,
+    FileResult,
+    FileTask,
+    MediaInfo,
+    SampledFrame,
+)
 
 CHUNK_FRAMES = 16  # frames per message from a worker: small enough to keep memory flat
 
 
 @dataclass
-class Pending:
-    """A file being processed: its rows wait for their crops' probabilities."""
+class _Pending:
+    """A file being processed: its faces wait for their crops' probabilities."""
 
-    item: MediaItem
-    fp: str
+    task: FileTask
     started: float
-    faces: list = field(default_factory=list)  # [frame_index, t_sec, face_index, box, probs]
-    frames: list = field(default_factory=list)  # (frame_index, t_sec, n_faces)
+    frames: list[SampledFrame] = field(default_factory=list)
+    faces: list[Face | None] = field(default_factory=list)  # None until its batch has run
     outstanding: int = 0
-    done: bool = False
-    info: dict = field(default_factory=dict)
-    error: str | None = None
+    end: Extracted | None = None
 
-
-def crop_margin(cfg: RunConfig) -> float:
-    """Margin that makes this detector's crops framed like the training faces (see crop.py)."""
-    return CROP_MARGINS.get(cfg.detector, CROP_MARGIN)
+    def result(self) -> FileResult:
+        end = self.end or Extracted(MediaInfo(), [], None)
+        return FileResult(self.task, self.frames, self.faces, end.info, end.cuts, end.error,
+                          time.time() - self.started)
 
 
 def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def process(cfg, todo, model, batcher, store, sid, run_id, result) -> None:
+def process(job: EngineJob) -> Iterator[FileResult]:
+    """Yield a FileResult per file of `job`, in the order the files finish."""
+    cfg, todo = job.settings, job.files
     if not todo:
         return
+    model = job.model
+    batcher = Batcher(model, cfg.batch_size, job.tta)
     det_args = {"name": cfg.detector, "min_face": cfg.min_face,
                 "score_threshold": cfg.score_threshold}
     n_workers = default_workers() if cfg.workers < 0 else cfg.workers
@@ -59,59 +70,65 @@ def process(cfg, todo, model, batcher, store, sid, run_id, result) -> None:
     bar = tqdm(total=len(todo), unit="file", disable=quiet, desc="files")
     frames_bar = tqdm(total=None if quiet else frames_total(todo, cfg.fps), unit="frame",
                       disable=quiet, desc="frames", position=1)
-    pending: dict[int, Pending] = {}
+    pending: dict[int, _Pending] = {}
 
-    def finish_ready() -> None:
-        for idx in [i for i, p in pending.items() if p.done and p.outstanding == 0]:
-            p = pending.pop(idx)
-            status = store.commit_file(p, model, sid, run_id)
-            result.faces += len(p.faces)
-            result.frames += len(p.frames)
-            result.files_failed += status == STATUS_ERROR
+    def start(idx: int) -> None:
+        pending[idx] = _Pending(todo[idx], time.time())
+
+    def ready() -> Iterator[FileResult]:
+        for idx in [i for i, p in pending.items() if p.end and p.outstanding == 0]:
             bar.update(1)
+            yield pending.pop(idx).result()
 
     def on_probs(done) -> None:
-        for (idx, row), probs in done:
+        for (idx, row, frame, face_index), probs in done:
             p = pending[idx]
-            p.faces[row][4] = probs
+            p.faces[row] = Face(frame.frame_index, frame.t_sec, face_index,
+                                frame.boxes[face_index], probs)
             p.outstanding -= 1
 
-    def handle(idx: int, msg: tuple) -> None:
-        kind, payload = msg
+    def handle(idx: int, kind: str, payload) -> None:
         p = pending[idx]
         if kind == "chunk":
-            for frame_index, t_sec, boxes, crops in payload:
-                p.frames.append((frame_index, t_sec, len(boxes)))
-                for face_index, (box, pixels) in enumerate(zip(boxes, crops, strict=True)):
-                    p.faces.append([frame_index, t_sec, face_index, box, None])
+            frame: DetectedFrame
+            for frame in payload:
+                p.frames.append(SampledFrame(frame.frame_index, frame.t_sec, len(frame.boxes)))
+                for face_index, pixels in enumerate(frame.crops):
+                    p.faces.append(None)
                     p.outstanding += 1
-                    on_probs(batcher.add((idx, len(p.faces) - 1), pixels))
+                    on_probs(batcher.add((idx, len(p.faces) - 1, frame, face_index), pixels))
             frames_bar.update(len(payload))
-        else:  # ("done", (info, error)); its faces may still wait for a full batch
-            p.info, p.error = payload
-            p.done = True
-            finish_ready()
+        else:  # "done"; its faces may still wait for a full batch
+            p.end = payload
 
+    margin = margin_for(cfg.detector)
+    messages = _in_process(cfg, todo, det_args, model.input_size, margin, start) \
+        if n_workers == 0 else \
+        _from_workers(cfg, todo, n_workers, det_args, model.input_size, margin, start)
     try:
-        if n_workers == 0:
-            from ..detect import get_detector
-
-            detector = get_detector(**det_args)
-            for idx, (item, fp) in enumerate(todo):
-                pending[idx] = Pending(item, fp, time.time())
-                for msg in extract(item, cfg.fps, detector, model.input_size, crop_margin(cfg),
-                                   CHUNK_FRAMES):
-                    handle(idx, msg)
-        else:
-            _run_workers(cfg, todo, n_workers, det_args, model.input_size, pending, handle)
+        for idx, (kind, payload) in messages:
+            handle(idx, kind, payload)
+            if kind == "done":
+                yield from ready()
         on_probs(batcher.flush())  # the last, partial batch
-        finish_ready()
+        yield from ready()
     finally:
+        messages.close()  # stops the workers at once when the caller stops early
         bar.close()
         frames_bar.close()
 
 
-def frames_total(todo: list[tuple[MediaItem, str]], fps: float, limit: int = 2000) -> int | None:
+def _in_process(cfg, todo, det_args, size, margin, start: Callable[[int], None]):
+    from ..detect import get_detector
+
+    detector = get_detector(**det_args)
+    for idx, task in enumerate(todo):
+        start(idx)
+        for msg in extract(task.item, cfg.fps, detector, size, margin, CHUNK_FRAMES):
+            yield idx, msg
+
+
+def frames_total(todo: list[FileTask], fps: float, limit: int = 2000) -> int | None:
     """The frames bar's total, estimated from each video's header (None past `limit` files,
     where opening them all first would delay the start)."""
     if len(todo) > limit:
@@ -144,12 +161,12 @@ def _main_not_reimported():
                 main.__dict__.pop("__spec__", None)
 
 
-def _run_workers(cfg, todo, n_workers, det_args, size, pending, handle) -> None:
+def _from_workers(cfg, todo, n_workers, det_args, size, margin, start: Callable[[int], None]):
     # spawn, not fork: the parent holds TensorFlow's threads, which a fork would copy broken.
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue(maxsize=4 * n_workers)
-    procs = [ctx.Process(target=worker_main, args=(tasks, results, det_args, size,
-                                                   crop_margin(cfg), cfg.fps, CHUNK_FRAMES),
+    procs = [ctx.Process(target=worker_main, args=(tasks, results, det_args, size, margin,
+                                                   cfg.fps, CHUNK_FRAMES),
                         daemon=True)
              for _ in range(n_workers)]
     with _main_not_reimported():
@@ -161,9 +178,8 @@ def _run_workers(cfg, todo, n_workers, det_args, size, pending, handle) -> None:
         # Keep each worker one file ahead, not the whole archive: a SIGTERM drops little.
         while next_task < len(todo) or in_flight:
             while next_task < len(todo) and in_flight < 2 * n_workers:
-                item, fp = todo[next_task]
-                pending[next_task] = Pending(item, fp, time.time())
-                tasks.put((next_task, item))
+                start(next_task)
+                tasks.put((next_task, todo[next_task].item))
                 next_task += 1
                 in_flight += 1
             try:
@@ -173,8 +189,8 @@ def _run_workers(cfg, todo, n_workers, det_args, size, pending, handle) -> None:
                     raise RuntimeError("a worker process died unexpectedly (see its message "
                                        "above; --workers 0 decodes in this process)") from None
                 continue
-            handle(idx, msg)
             in_flight -= msg[0] == "done"
+            yield idx, msg
     finally:
         for _ in procs:
             tasks.put(None)

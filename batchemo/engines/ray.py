@@ -1,11 +1,12 @@
 """`--engine ray`: the local engine's stage functions on Ray Data.
 
-Only the processing step is Ray's. Lock, ledger, plan, per-file commits, rebuild and exit codes are
-the local engine's: `process` has the signature of `engines.local.process` and is called in its place.
+Only the processing step is Ray's: `process(job)` yields one FileResult per file, as
+`engines.local.process` does; lock, ledger, plan, commits, derived tables and exit codes are the
+pipeline's, whichever engine runs.
 
     files to do ─▶ _DetectCrop actors: extract() = decode → detect → crop, one file per call
                 ─▶ _Infer actor: holds the model; fixed-size padded batches, as infer.Batcher
-                ─▶ the driver gathers rows per file ─▶ Store.commit_file, as the local engine
+                ─▶ the driver gathers rows per file ─▶ a FileResult, as the local engine's
 
 Rows between the stages are flat: one per face crop, one per sampled frame without a face, and a
 closing row per file that says how many rows the file sent. Ray Data may reorder rows, so a file
@@ -15,6 +16,7 @@ is complete when its closing row and all its rows have arrived, whatever their o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -27,14 +29,25 @@ import threading
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from ..crop import margin_for
 from ..errors import BatchemoError, ConfigError, OutputError
 from ..extract import extract
-from ..records import STATUS_ERROR, FaceBox
+from ..records import (
+    EngineJob,
+    Face,
+    FaceBox,
+    FileResult,
+    FileTask,
+    MediaInfo,
+    SampledFrame,
+)
 
 log = logging.getLogger("batchemo")
 
@@ -58,18 +71,15 @@ def require_ray():
     return ray
 
 
-def process(cfg, todo, model, batcher, store, sid, run_id, result) -> None:
-    """`engines.local.process` on Ray: the same files in, the same per-file commits and counters out.
-
-    `batcher` gives the batch size and test-time augmentation; the model runs in the actor.
-    """
+def process(job: EngineJob) -> Iterator[FileResult]:
+    """`engines.local.process` on Ray: the same files in, the same FileResults out."""
     ray = require_ray()
-    if not todo:  # an incremental run with nothing new does not pay Ray's start-up
+    if not job.files:  # an incremental run with nothing new does not pay Ray's start-up
         return
-    with _ray_session(ray, cfg), _ray_data_quiet(ray):
-        ds = _dataset(ray, cfg, todo, model, batcher)
+    with _ray_session(ray, job.settings), _ray_data_quiet(ray):
+        ds = _dataset(ray, job)
         try:
-            _collect(ds, cfg, todo, model, store, sid, run_id, result)
+            yield from _collect(ds, job)
         except ray.exceptions.RayError as e:
             # Files committed so far are kept; the next run rebuilds the outputs and does the rest.
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -102,8 +112,8 @@ class _DetectCrop:
                 sent += len(rows["idx"])
                 yield rows
             else:
-                info, error = payload
-                meta = {"info": info, "error": error, "seconds": time.perf_counter() - started}
+                meta = {"info": dataclasses.asdict(payload.info), "cuts": payload.cuts,
+                        "error": payload.error, "seconds": time.perf_counter() - started}
                 yield _rows(idx, self.size, [DONE], [0], [np.nan], [-1], [(0, 0, 0, 0)], [0.0],
                             [None], n_rows=sent, meta=json.dumps(meta))
 
@@ -143,13 +153,14 @@ class _Infer:
 def _chunk_rows(idx: int, chunk: list, size: int) -> dict[str, np.ndarray]:
     """One extract() chunk → rows: a FACE row per crop, an EMPTY row per frame without faces."""
     kinds, fis, ts, fidx, boxes, scores, crops = [], [], [], [], [], [], []
-    for frame_index, t_sec, frame_boxes, frame_crops in chunk:
-        t = np.nan if t_sec is None else t_sec
-        if not frame_boxes:
-            kinds.append(EMPTY), fis.append(frame_index), ts.append(t), fidx.append(-1)
+    for frame in chunk:
+        t = np.nan if frame.t_sec is None else frame.t_sec
+        if not frame.boxes:
+            kinds.append(EMPTY), fis.append(frame.frame_index), ts.append(t), fidx.append(-1)
             boxes.append((0, 0, 0, 0)), scores.append(0.0), crops.append(None)
-        for face_index, (b, px) in enumerate(zip(frame_boxes, frame_crops, strict=True)):
-            kinds.append(FACE), fis.append(frame_index), ts.append(t), fidx.append(face_index)
+        for face_index, (b, px) in enumerate(zip(frame.boxes, frame.crops, strict=True)):
+            kinds.append(FACE), fis.append(frame.frame_index), ts.append(t)
+            fidx.append(face_index)
             boxes.append((b.x, b.y, b.w, b.h)), scores.append(b.score), crops.append(px)
     return _rows(idx, size, kinds, fis, ts, fidx, boxes, scores, crops)
 
@@ -171,10 +182,12 @@ def _rows(idx, size, kinds, fis, ts, fidx, boxes, scores, crops, n_rows=0, meta=
 # -- the driver --------------------------------------------------------------------------------
 
 
-def _dataset(ray, cfg, todo, model, batcher):
+def _dataset(ray, job: EngineJob):
     from ray.data import ActorPoolStrategy
 
-    from .local import CHUNK_FRAMES, crop_margin
+    from .local import CHUNK_FRAMES
+
+    cfg, todo, model = job.settings, job.files, job.model
 
     cpus = ray.cluster_resources().get("CPU", 1)
     # More actors than the CPUs can hold would wait for resources forever (half a CPU spare).
@@ -188,7 +201,7 @@ def _dataset(ray, cfg, todo, model, batcher):
     det_args = {"name": cfg.detector, "min_face": cfg.min_face,
                 "score_threshold": cfg.score_threshold}
     # MediaItems travel pickled: paths need not be valid UTF-8 (Arrow strings must be).
-    items = [{"idx": i, "item": pickle.dumps(item)} for i, (item, _) in enumerate(todo)]
+    items = [{"idx": i, "item": pickle.dumps(task.item)} for i, task in enumerate(todo)]
     path = Path(model.path)
     artifact = {path.name: path.read_bytes(),
                 path.with_suffix(".json").name: path.with_suffix(".json").read_bytes()}
@@ -205,54 +218,70 @@ def _dataset(ray, cfg, todo, model, batcher):
                              max_restarts=0,
                              fn_constructor_kwargs={"det_args": det_args,
                                                     "size": model.input_size,
-                                                    "margin": crop_margin(cfg), "fps": cfg.fps,
+                                                    "margin": margin_for(cfg.detector), "fps": cfg.fps,
                                                     "chunk_frames": CHUNK_FRAMES})
-                .map_batches(_Infer, batch_size=batcher.batch_size, batch_format="numpy",
+                .map_batches(_Infer, batch_size=cfg.batch_size, batch_format="numpy",
                              compute=ActorPoolStrategy(size=1), num_cpus=INFER_CPUS,
                              max_restarts=0,
                              fn_constructor_kwargs={"artifact": artifact,
                                                     "keras_name": path.name,
-                                                    "batch_size": batcher.batch_size,
-                                                    "tta": batcher.tta,
+                                                    "batch_size": cfg.batch_size,
+                                                    "tta": job.tta,
                                                     "precision": model.precision,
                                                     "model_id": model.model_id}))
 
 
-def _collect(ds, cfg, todo, model, store, sid, run_id, result) -> None:
-    """Gather rows per file; commit each file as soon as all of its rows are in."""
-    from .local import Pending
+@dataclass
+class _Gathered:
+    """One file's rows as they arrive, in any order."""
 
-    quiet = cfg.quiet or not sys.stderr.isatty()
-    bar = tqdm(total=len(todo), unit="file", disable=quiet, desc="files")
-    pending: dict[int, Pending] = {}
+    task: FileTask
+    faces: list[Face] = field(default_factory=list)
+    empty: list[SampledFrame] = field(default_factory=list)  # sampled frames without a face
+    outstanding: int = 0  # rows announced by the closing row, minus rows received
+    meta: dict | None = None
+
+    def result(self) -> FileResult:
+        """Rows in the local engine's order (frame, face); frames derived from the faces."""
+        faces = sorted(self.faces, key=lambda f: (f.frame_index, f.face_index))
+        frames = {f.frame_index: f for f in self.empty}
+        counts = Counter(f.frame_index for f in faces)
+        t_of = {f.frame_index: f.t_sec for f in faces}
+        frames.update((fi, SampledFrame(fi, t_of[fi], n)) for fi, n in counts.items())
+        meta = self.meta or {}
+        return FileResult(self.task, [frames[k] for k in sorted(frames)], faces,
+                          MediaInfo(**meta.get("info", {})), meta.get("cuts", []),
+                          meta.get("error"), meta.get("seconds", 0.0))
+
+
+def _collect(ds, job: EngineJob) -> Iterator[FileResult]:
+    """Gather rows per file; yield each file as soon as all of its rows are in."""
+    quiet = job.settings.quiet or not sys.stderr.isatty()
+    bar = tqdm(total=len(job.files), unit="file", disable=quiet, desc="files")
+    pending: dict[int, _Gathered] = {}
     batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy"))
     try:
         for b in batches:
             for r in range(len(b["idx"])):
                 idx = int(b["idx"][r])
-                p = pending.get(idx)
-                if p is None:
-                    item, fp = todo[idx]
-                    p = pending[idx] = Pending(item, fp, time.time())
+                g = pending.get(idx) or pending.setdefault(idx, _Gathered(job.files[idx]))
                 kind = b["kind"][r]
                 fi, t = int(b["frame_index"][r]), float(b["t_sec"][r])
                 t = None if np.isnan(t) else t
                 if kind == FACE:
                     x, y, w, h = (int(v) for v in b["box"][r])
-                    p.faces.append([fi, t, int(b["face_index"][r]),
-                                    FaceBox(x, y, w, h, float(b["score"][r])),
-                                    b["probs"][r].copy()])
+                    g.faces.append(Face(fi, t, int(b["face_index"][r]),
+                                        FaceBox(x, y, w, h, float(b["score"][r])),
+                                        b["probs"][r].copy()))
                 elif kind == EMPTY:
-                    p.frames.append((fi, t, 0))
+                    g.empty.append(SampledFrame(fi, t, 0))
                 else:
-                    meta = json.loads(b["meta"][r])
-                    p.info, p.error, p.done = meta["info"], meta["error"], True
-                    p.started = time.time() - meta["seconds"]
-                    p.outstanding += int(b["n_rows"][r])
-                p.outstanding -= int(kind != DONE)
-                if p.done and p.outstanding == 0:
-                    _commit(pending.pop(idx), model, store, sid, run_id, result)
+                    g.meta = json.loads(b["meta"][r])
+                    g.outstanding += int(b["n_rows"][r])
+                g.outstanding -= int(kind != DONE)
+                if g.meta is not None and g.outstanding == 0:
                     bar.update(1)
+                    yield pending.pop(idx).result()
     finally:
         close = getattr(batches, "close", None)
         if close:  # stops Ray Data's executor at once when the run is interrupted
@@ -260,19 +289,6 @@ def _collect(ds, cfg, todo, model, store, sid, run_id, result) -> None:
         bar.close()
     if pending:
         raise RuntimeError(f"Ray engine: {len(pending)} file(s) did not complete")
-
-
-def _commit(p, model, store, sid, run_id, result) -> None:
-    """Put rows in the local engine's order (frame, face), derive frames, commit the file."""
-    p.faces.sort(key=lambda f: (f[0], f[2]))
-    frames = {fi: (fi, t, 0) for fi, t, _ in p.frames}
-    t_of = {f[0]: f[1] for f in p.faces}
-    frames.update((fi, (fi, t_of[fi], n)) for fi, n in Counter(f[0] for f in p.faces).items())
-    p.frames = [frames[k] for k in sorted(frames)]
-    status = store.commit_file(p, model, sid, run_id)
-    result.faces += len(p.faces)
-    result.frames += len(p.frames)
-    result.files_failed += status == STATUS_ERROR
 
 
 @contextlib.contextmanager

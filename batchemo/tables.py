@@ -1,18 +1,23 @@
-"""Output schemas (one pyarrow constant each), output paths, and atomic Parquet/CSV writing."""
+"""Output schemas (one pyarrow constant each), a file's rows as tables, output paths, and
+Parquet/CSV writing (through atomic.atomic_write)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from .atomic import atomic_write
 from .errors import OutputError
+from .records import Face, MediaItem, SampledFrame
 
 SCHEMA_VERSION = "1"
 TABLES = ("faces", "frames", "files", "runs", "summary", "timeline", "segments")
@@ -65,13 +70,52 @@ def summary_schema(classes: Iterable[str]) -> pa.Schema:
         + [(f"p_{c}", pa.float64()) for c in classes]
         + [(f"share_{c}", pa.float64()) for c in classes]
         + [("dominant", pa.string()), ("mean_confidence", pa.float64()),
-           ("valence", pa.float64())])
+           ("valence", pa.float64()), ("suspect", pa.bool_())])
 
 
 def faces_schema(classes: Iterable[str]) -> pa.Schema:
     """The faces table for a model with these classes: one float32 `p_<class>` per class."""
     probs = [pa.field(f"p_{c}", pa.float32()) for c in classes]
     return pa.schema(list(FACES_BEFORE_PROBS) + probs + list(FACES_AFTER_PROBS))
+
+
+def faces_table(item: MediaItem, faces: list[Face], track_ids: np.ndarray | None,
+                classes: tuple[str, ...], model_id: str, run_id: str) -> pa.Table:
+    """A file's classified faces as faces-table rows; `track_ids` < 0 (or None) are null."""
+    n = len(faces)
+    t_sec = np.array([np.nan if f.t_sec is None else f.t_sec for f in faces], np.float64)
+    boxes = np.array([[f.box.x, f.box.y, f.box.w, f.box.h] for f in faces], np.int32).reshape(n, 4)
+    probs = (np.stack([f.probs for f in faces]) if n else np.zeros((0, 0), np.float32))\
+        .reshape(n, len(classes))
+    cols = {
+        "root": [item.root] * n, "source": [item.source] * n,
+        "media_type": [item.media_type] * n,
+        "frame_index": np.array([f.frame_index for f in faces], np.int64),
+        "t_sec": pa.array(t_sec, pa.float64(), mask=np.isnan(t_sec)),
+        "face_index": np.array([f.face_index for f in faces], np.int32),
+        "track_id": pa.array(track_ids if track_ids is not None else [None] * n, pa.int64(),
+                             mask=None if track_ids is None else track_ids < 0),
+        "x": boxes[:, 0], "y": boxes[:, 1], "w": boxes[:, 2], "h": boxes[:, 3],
+        "det_score": np.array([f.box.score for f in faces], np.float32),
+    }
+    for i, c in enumerate(classes):
+        cols[f"p_{c}"] = probs[:, i]
+    top = probs.argmax(1) if n else np.zeros(0, int)
+    cols["emotion"] = [classes[i] for i in top]
+    cols["confidence"] = probs.max(1) if n else np.zeros(0, np.float32)
+    cols["model_id"] = [model_id] * n
+    cols["run_id"] = [run_id] * n
+    return pa.table(cols, schema=faces_schema(classes))
+
+
+def frames_table(item: MediaItem, frames: list[SampledFrame]) -> pa.Table:
+    """A video's sampled frames as frames-table rows."""
+    n = len(frames)
+    return pa.table({
+        "root": [item.root] * n, "source": [item.source] * n,
+        "frame_index": np.array([f.frame_index for f in frames], np.int64),
+        "t_sec": np.array([np.nan if f.t_sec is None else f.t_sec for f in frames], float),
+        "n_faces": np.array([f.n_faces for f in frames], np.int32)}, schema=FRAMES_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -121,17 +165,25 @@ class OutputPaths:
         return True
 
 
-def _metadata(schema: pa.Schema) -> pa.Schema:
-    return schema.with_metadata({**(schema.metadata or {}),
-                                 b"batchemo.schema_version": SCHEMA_VERSION.encode()})
+# pandas reads a nullable int64 column as float64 unless the file says otherwise: this note
+# makes `track_id` read as pandas' nullable Int64 in every table (faces and timeline too, not
+# only the tables written from pandas), as it is in Parquet.
+_PANDAS_TRACK_ID = json.dumps({
+    "index_columns": [], "column_indexes": [], "creator": {"library": "batchemo"},
+    "columns": [{"name": "track_id", "field_name": "track_id", "pandas_type": "int64",
+                 "numpy_type": "Int64", "metadata": None}]}).encode()
 
 
-def _tmp_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def with_metadata(schema: pa.Schema) -> pa.Schema:
+    """`schema` with batchemo's file metadata: the schema version (and the track_id note)."""
+    meta = {**(schema.metadata or {}), b"batchemo.schema_version": SCHEMA_VERSION.encode()}
+    if "track_id" in schema.names and b"pandas" not in meta:
+        meta[b"pandas"] = _PANDAS_TRACK_ID
+    return schema.with_metadata(meta)
 
 
 def write_table(table: pa.Table, path: Path, fmt: str = "parquet") -> None:
-    """Write one table atomically (temp file in the same folder, fsync, rename)."""
+    """Write one table atomically (atomic.atomic_write)."""
     write_batches(table.schema, table.to_batches(), path, fmt)
 
 
@@ -139,31 +191,24 @@ def write_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch], path: Pa
                   fmt: str = "parquet") -> int:
     """Stream record batches into `path` atomically; memory holds one batch at a time."""
     path = Path(path)
-    tmp = _tmp_for(path)
     rows = 0
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "parquet":
-            with pq.ParquetWriter(tmp, _metadata(schema), compression="zstd") as w:
-                for b in batches:
-                    w.write_batch(b)
-                    rows += b.num_rows
-                if rows == 0:
-                    w.write_table(schema.empty_table())
-        else:
-            with pacsv.CSVWriter(tmp, schema) as w:
-                for b in batches:
-                    w.write_batch(csv_safe(b))
-                    rows += b.num_rows
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            if fmt == "parquet":
+                with pq.ParquetWriter(tmp, with_metadata(schema), compression="zstd") as w:
+                    for b in batches:
+                        w.write_batch(b)
+                        rows += b.num_rows
+                    if rows == 0:
+                        w.write_table(schema.empty_table())
+            else:
+                with pacsv.CSVWriter(tmp, schema) as w:
+                    for b in batches:
+                        w.write_batch(csv_safe(b))
+                        rows += b.num_rows
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return rows
 
 
