@@ -247,6 +247,20 @@ def report(results, **flags) -> None:
 
 
 @main.command()
+@click.argument("out", type=click.Path(path_type=Path, exists=True))
+@_guard
+def compact(out) -> None:
+    """Merge the small part files of a run's OUT (as given to `run --out`) into large ones.
+
+    Runs do this themselves past a few hundred small parts; a reader of a directory OUT may
+    see some rows twice while it runs.
+    """
+    from .pipeline import compact as compact_output
+
+    click.echo(f"merged {compact_output(out)} part files of {out}")
+
+
+@main.command()
 @click.argument("results", type=click.Path(path_type=Path, exists=True))
 @config_options(C.AnnotateConfig, job=False, skip=("results",))
 @_guard

@@ -31,10 +31,12 @@ from .errors import ConfigError
 
 
 def opt(default: Any, help: str, *, short: str | None = None, choices: tuple | None = None,
-        min: float | None = None, max: float | None = None, multiple: bool = False) -> Any:
-    """A config field with its CLI help, bounds and choices attached as metadata."""
+        min: float | None = None, max: float | None = None, multiple: bool = False,
+        check: Any = None) -> Any:
+    """A config field with its CLI help, bounds and choices attached as metadata; `check(value)`
+    raises ValueError for a value of the right type that still means nothing."""
     meta = {"help": help, "short": short, "choices": choices, "min": min, "max": max,
-            "multiple": multiple}
+            "multiple": multiple, "check": check}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -86,6 +88,11 @@ class TrainConfig:
                                    "mixed into its label target by --soft-weight.")
     soft_weight: float = opt(0.5, "With --soft-labels: the votes' share of the label target (the "
                              "rest is the folder's label).", min=0.0, max=1.0)
+    keep_init: float = opt(0.0, "With --init: after training, mix this share of the starting "
+                           "weights back in (weight-space interpolation, as WiSE-FT does): keeps "
+                           "more of the start's clean accuracy at some cost to what the "
+                           "fine-tuning taught. BatchNorm statistics and the temperature are "
+                           "fitted after the mix.", min=0.0, max=0.99)
     calibrate: bool = opt(True, "Fit one softmax temperature on the validation split after "
                           "training (minimum log-loss, flip TTA as `run` uses it) and fold it into "
                           "the output layer; the card records it.")
@@ -250,7 +257,26 @@ def validate(cfg: Any) -> Any:
                 raise ConfigError(f"{flag}: {v} is below the minimum {m['min']}")
             if m.get("max") is not None and v > m["max"]:
                 raise ConfigError(f"{flag}: {v} is above the maximum {m['max']}")
+        if m.get("check"):
+            try:
+                m["check"](v)
+            except ValueError as e:
+                raise ConfigError(f"{flag}: {e}") from None
     return cfg
+
+
+def actor_range(text: str) -> tuple[int, int] | None:
+    """--ray-actors: None for auto, (N, N) for N, (MIN, MAX) for MIN..MAX."""
+    if text == "auto":
+        return None
+    lo, dots, hi = text.partition("..")
+    try:
+        a, b = int(lo), int(hi if dots else lo)
+    except ValueError:
+        raise ValueError(f"expected auto, N or MIN..MAX, got {text!r}") from None
+    if not 1 <= a <= b:
+        raise ValueError(f"expected 1 <= MIN <= MAX, got {text!r}")
+    return a, b
 
 
 @dataclass
@@ -284,12 +310,22 @@ class RunConfig:
                          "the README), else float32; or force float32 or bfloat16.",
                          choices=PRECISIONS)
     workers: int = opt(-1, "Decode/detect worker processes; 0 = in the main process; -1 = auto "
-                       "(one per CPU core beyond the one running the model, at least 1).",
+                       "(one per CPU core beyond the one running the model, at least 1). With "
+                       "--engine ray: at most this many decode/detect tasks at once (0 or -1: "
+                       "as many as the cluster's CPUs hold).",
                        min=-1, max=256)
     engine: str = opt("local", "Execution engine: 'local' (this machine) or 'ray' (Ray Data).",
                       choices=ENGINES)
-    ray_address: str | None = opt(None, "Ray cluster address for --engine ray (default: start a "
-                                  "local Ray).")
+    ray_address: str | None = opt(None, "Ray cluster for --engine ray: HOST:PORT of its head, "
+                                  "'auto' (the cluster started on this machine) or 'local' "
+                                  "(default: RAY_ADDRESS, as `ray job submit` sets it, else a "
+                                  "private local Ray for this run).")
+    ray_actors: str = opt("auto", "Model actors for --engine ray: MIN..MAX (Ray Data adds actors "
+                          "up to MAX while inference is the bottleneck), N (a fixed pool), or "
+                          "auto = 1..one per 4 CPUs of the cluster (with --ray-gpus: 1..as many "
+                          "as its GPUs hold).", check=actor_range)
+    ray_gpus: float = opt(0.0, "GPUs per model actor for --engine ray (e.g. 1, or 0.5 for two "
+                          "actors per GPU); 0 = inference on CPUs.", min=0.0, max=64.0)
     force: bool = opt(False, "Reprocess every file, and accept a model different from the one "
                       "the output was made with.")
     retry_errors: bool = opt(False, "Retry files that failed in an earlier run.")

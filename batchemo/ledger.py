@@ -23,7 +23,10 @@ from .tables import FILES_SCHEMA, RUNS_SCHEMA
 FILE_COLUMNS = [f.name for f in FILES_SCHEMA] + ["settings_id", "part"]
 RUN_COLUMNS = [f.name for f in RUNS_SCHEMA]
 _SQL_TYPES = {"string": "TEXT", "int64": "INTEGER", "int32": "INTEGER", "double": "REAL",
-              "bool": "INTEGER"}
+              "bool": "INTEGER",
+              # the ledger keeps times as it always has: mtime float seconds, run times ISO text
+              # (REAL affinity leaves non-numeric text as text); the tables give them UTC types
+              "timestamp[us, tz=UTC]": "REAL"}
 
 
 def fingerprint(path: Path, size: int, chunk: int = 1 << 16) -> str:
@@ -150,6 +153,14 @@ class Ledger:
             self.db.execute(f"INSERT OR REPLACE INTO files ({', '.join(FILE_COLUMNS)}) "
                             f"VALUES ({marks})", values)
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('dirty', '1')")
+
+    @_sql
+    def set_parts(self, parts: dict[tuple[str, str], str]) -> None:
+        """Point many files' rows at new parts in one transaction (compaction)."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("UPDATE files SET part = ? WHERE root = ? AND source = ?",
+                                [(part, *key) for key, part in parts.items()])
 
     @_sql
     def mark_absent(self, key: tuple[str, str]) -> None:

@@ -341,6 +341,25 @@ def _rebuild(store: Store, classes: tuple[str, ...], run_id: str | None, cfg) ->
     store.ledger.set_meta("dirty", None)
 
 
+def compact(out: Path | str, wait: float = 0.0) -> int:
+    """Merge an output's small staged parts (the directory form's part files) into parts of
+    about tables.ROW_GROUP_ROWS rows; returns how many parts were merged. Runs also do this
+    past Store.COMPACT_AT small parts."""
+    paths = OutputPaths.from_out(out)
+    if not (paths.state / "ledger.sqlite").is_file():
+        raise ConfigError(f"{out}: not an output of `batchemo run` (no {paths.state.name}/)")
+    with OutputLock(paths.state, wait):
+        ledger = Ledger(paths.state)
+        try:
+            store = Store(paths, ledger)
+            stale = store.recover()  # orphans go; a killed run's outputs wait for the next run
+            if stale:  # its parts were not checked: none of another class set is merged
+                store.check_parts(stale)
+            return store.compact(datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"), force=True)
+        finally:
+            ledger.close()
+
+
 def _load(cfg: RunConfig):
     # TensorFlow's import and the model's load take seconds: say so, the terminal is not hung.
     log.info("loading the model (%s)…", cfg.model or "shipped FER2013 model")

@@ -3,10 +3,10 @@ Parquet/CSV writing (through atomic.atomic_write)."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,10 @@ from .errors import OutputError
 from .records import Face, MediaItem, SampledFrame
 
 SCHEMA_VERSION = "1"
+# Rows per Parquet row group in a rebuilt table: a footer entry per file (the old layout) made
+# the footer grow with the archive and a group-by over 10k files take seconds.
+ROW_GROUP_ROWS = 1 << 17
+UTC_TIME = pa.timestamp("us", tz="UTC")
 TABLES = ("faces", "frames", "files", "runs", "summary", "timeline", "segments")
 
 FACES_BEFORE_PROBS = pa.schema([
@@ -39,14 +43,14 @@ FRAMES_SCHEMA = pa.schema([
 FILES_SCHEMA = pa.schema([
     ("root", pa.string()), ("source", pa.string()), ("media_type", pa.string()),
     ("status", pa.string()), ("error", pa.string()), ("size", pa.int64()),
-    ("mtime", pa.float64()), ("fingerprint", pa.string()), ("width", pa.int32()),
+    ("mtime", UTC_TIME), ("fingerprint", pa.string()), ("width", pa.int32()),
     ("height", pa.int32()), ("fps", pa.float64()), ("duration", pa.float64()),
     ("frames_sampled", pa.int64()), ("faces", pa.int64()), ("decode_failures", pa.int64()),
     ("seconds", pa.float64()), ("present", pa.bool_()), ("model_id", pa.string()),
     ("run_id", pa.string()),
 ])
 RUNS_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("started", pa.string()), ("finished", pa.string()),
+    ("run_id", pa.string()), ("started", UTC_TIME), ("finished", UTC_TIME),
     ("files_new", pa.int64()), ("files_changed", pa.int64()), ("files_unchanged", pa.int64()),
     ("files_failed", pa.int64()), ("files_skipped", pa.int64()), ("files_deleted", pa.int64()),
     ("frames", pa.int64()), ("faces", pa.int64()), ("seconds", pa.float64()),
@@ -118,6 +122,24 @@ def frames_table(item: MediaItem, frames: list[SampledFrame]) -> pa.Table:
         "n_faces": np.array([f.n_faces for f in frames], np.int32)}, schema=FRAMES_SCHEMA)
 
 
+def files_table(rows: list[dict]) -> pa.Table:
+    """The files table from ledger rows (whose mtime is float Unix seconds)."""
+    cols = {c: [r[c] for r in rows] for c in FILES_SCHEMA.names}
+    mtime = unix_to_utc(pa.array(cols.pop("mtime"), pa.float64()))
+    t = pa.table(cols, schema=FILES_SCHEMA.remove(FILES_SCHEMA.get_field_index("mtime")))
+    return t.add_column(FILES_SCHEMA.get_field_index("mtime"), FILES_SCHEMA.field("mtime"), mtime)
+
+
+def runs_table(rows: list[dict]) -> pa.Table:
+    """The runs table from ledger rows (whose times are ISO 8601 strings)."""
+    def utc(v):
+        return None if v is None else datetime.fromisoformat(v).astimezone(UTC)
+
+    return pa.Table.from_pylist([{**r, "started": utc(r["started"]),
+                                  "finished": utc(r["finished"])} for r in rows],
+                                schema=RUNS_SCHEMA)
+
+
 @dataclass(frozen=True)
 class OutputPaths:
     """Where each table and the state folder live, from the user's --out."""
@@ -165,21 +187,18 @@ class OutputPaths:
         return True
 
 
-# pandas reads a nullable int64 column as float64 unless the file says otherwise: this note
-# makes `track_id` read as pandas' nullable Int64 in every table (faces and timeline too, not
-# only the tables written from pandas), as it is in Parquet.
-_PANDAS_TRACK_ID = json.dumps({
-    "index_columns": [], "column_indexes": [], "creator": {"library": "batchemo"},
-    "columns": [{"name": "track_id", "field_name": "track_id", "pandas_type": "int64",
-                 "numpy_type": "Int64", "metadata": None}]}).encode()
-
-
 def with_metadata(schema: pa.Schema) -> pa.Schema:
-    """`schema` with batchemo's file metadata: the schema version (and the track_id note)."""
-    meta = {**(schema.metadata or {}), b"batchemo.schema_version": SCHEMA_VERSION.encode()}
-    if "track_id" in schema.names and b"pandas" not in meta:
-        meta[b"pandas"] = _PANDAS_TRACK_ID
+    """`schema` with batchemo's file metadata: the schema version, and no `pandas` key (a table
+    made from a DataFrame carries one; it would describe a pandas index in every reader)."""
+    meta = {k: v for k, v in (schema.metadata or {}).items() if k != b"pandas"}
+    meta[b"batchemo.schema_version"] = SCHEMA_VERSION.encode()
     return schema.with_metadata(meta)
+
+
+def unix_to_utc(seconds: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Float Unix seconds (the ledger's mtime) as a UTC timestamp column (microseconds)."""
+    micros = pc.round(pc.multiply(pc.cast(seconds, pa.float64()), 1e6))
+    return pc.cast(pc.cast(micros, pa.int64()), UTC_TIME)
 
 
 def write_table(table: pa.Table, path: Path, fmt: str = "parquet") -> None:
@@ -197,11 +216,15 @@ def write_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch], path: Pa
         with atomic_write(path) as tmp:
             if fmt == "parquet":
                 with pq.ParquetWriter(tmp, with_metadata(schema), compression="zstd") as w:
-                    for b in batches:
-                        w.write_batch(b)
+                    buf: list[pa.RecordBatch] = []
+                    for b in batches:  # one row group per ROW_GROUP_ROWS, not per batch
+                        buf.append(b)
                         rows += b.num_rows
-                    if rows == 0:
-                        w.write_table(schema.empty_table())
+                        if sum(x.num_rows for x in buf) >= ROW_GROUP_ROWS:
+                            _write_groups(w, schema, buf)
+                            buf = []
+                    if buf or rows == 0:
+                        _write_groups(w, schema, buf)
             else:
                 with pacsv.CSVWriter(tmp, schema) as w:
                     for b in batches:
@@ -210,6 +233,12 @@ def write_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch], path: Pa
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     return rows
+
+
+def _write_groups(w: pq.ParquetWriter, schema: pa.Schema, batches: list[pa.RecordBatch]) -> None:
+    table = pa.Table.from_batches(batches, schema=schema.remove_metadata()) if batches else \
+        schema.remove_metadata().empty_table()
+    w.write_table(table, row_group_size=max(ROW_GROUP_ROWS, table.num_rows))
 
 
 # A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) in a file

@@ -112,6 +112,8 @@ def train(cfg: TrainConfig) -> dict:
     validate(cfg)
     if cfg.data is None:
         raise DatasetError("no training data given (--data)")
+    if cfg.keep_init and not cfg.init:
+        raise ConfigError("--keep-init mixes the --init weights back in: give --init")
     keras = import_keras()
     size = INPUT_SIZE[cfg.arch]
     train_s, val_s, test_s, val_how = load_splits(cfg, size)
@@ -167,6 +169,7 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how, targets) -> dict:
     # A distilled student sees faces augmented outside it, so its teachers see the same ones.
     model = build(cfg.arch, len(train_s.classes), "none" if cfg.teachers else cfg.augment)
     init_card = _start_from(model, cfg, train_s.classes) if cfg.init else None
+    start_weights = model.get_weights() if cfg.init and cfg.keep_init else None
     fitted, teacher_cards = (_distiller(keras, model, cfg, train_s.classes) if cfg.teachers
                              else (_degrading(keras, model, cfg), None))
     steps = -(-len(train_s) // cfg.batch_size) * cfg.epochs
@@ -205,11 +208,14 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how, targets) -> dict:
     )
     if best.is_file():
         fitted.load_weights(str(best))  # the student shares its layers with `fitted`
+    if start_weights is not None:
+        mix_back(model, start_weights, cfg.keep_init)
     return finish(cfg, model, train_s, val_s, test_s, val_how, history,
                   {"initialised_from": init_card,
                    "degradation": _degrader(cfg).settings if cfg.degrade else None,
                    "soft_labels": cfg.soft_labels and {"votes": str(cfg.soft_labels),
                                                        "weight": cfg.soft_weight},
+                   "init_weights_kept": cfg.keep_init if start_weights is not None else None,
                    "distilled_from": teacher_cards and {"weight": cfg.distill,
                                                         "teachers": teacher_cards},
                    "train_seconds_this_call": round(time.time() - started, 1)})
@@ -339,6 +345,14 @@ def _degrading(keras, model, cfg: TrainConfig):
         return model
     inputs = keras.Input(model.input_shape[1:], name="face")
     return keras.Model(inputs, model(_degrader(cfg)(inputs)))
+
+
+def mix_back(model, start_weights: list, keep: float) -> None:
+    """Set `model`'s weights to (1 - keep) x its own + keep x `start_weights` (same layers).
+    Fine-tuned weights and their start lie in one basin, so the mix keeps much of both models'
+    strengths (Wortsman et al., "Robust fine-tuning of zero-shot models", 2022)."""
+    model.set_weights([(1 - keep) * np.asarray(w) + keep * np.asarray(w0)
+                       for w, w0 in zip(model.get_weights(), start_weights, strict=True)])
 
 
 def fit_temperature(model, val: Split, tta: bool) -> float:

@@ -20,7 +20,7 @@ from batchemo.timeline import timeline_schema
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 TYPES = {"string": "string", "int64": "int64", "int32": "int32", "double": "float64",
-         "float": "float32", "bool": "bool"}
+         "float": "float32", "bool": "bool", "timestamp[us, tz=UTC]": "timestamp"}
 
 
 def readme_table(name: str) -> list[tuple[str, str]]:
@@ -60,7 +60,8 @@ def test_readme_examples_use_real_commands_and_options():
     lines = [ln.split("  #")[0].strip() for b in re.findall(r"```sh\n(.*?)```", README, re.S)
              for ln in b.splitlines()]
     examples = [m.group(1) for ln in lines
-                for m in [re.search(r"(?:^|&& )(batchemo \S.*)", ln)] if m]
+                # also `VAR=value batchemo …` and `ray job submit … -- batchemo …`
+                for m in [re.search(r"(?:^|&& |-- |^[A-Z_]+=\S+ )(batchemo \S.*)", ln)] if m]
     assert len(examples) >= 10
     commands = set()
     for ex in examples:

@@ -311,3 +311,28 @@ def test_evaluate_scores_degraded_faces_and_ferplus_majorities(trained, tmp_path
     assert d["largest_share_growth"]["class"] in ("happy", "neutral", "sad")
     x = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1)).astype(np.uint8)
     assert degrade(x, "16px").shape == x.shape and not np.array_equal(degrade(x, "16px"), x)
+
+
+def test_keep_init_mixes_the_starting_weights_back(trained, tmp_path):
+    from batchemo.errors import ConfigError
+    from batchemo.train import mix_back
+
+    cfg, first = trained
+    start = load_model(cfg.out).keras_model
+    moved = [w + 1.0 for w in start.get_weights()]
+    copy = load_model(cfg.out).keras_model
+    copy.set_weights(moved)
+    mix_back(copy, start.get_weights(), 0.25)
+    for got, w in zip(copy.get_weights(), start.get_weights(), strict=True):
+        np.testing.assert_allclose(got, w + 0.75, rtol=1e-5, atol=1e-5)
+    # Trained hard away from the start, then 99 % of the start mixed back: it predicts like it.
+    card = train(TrainConfig(data=cfg.data, out=tmp_path / "k.keras", init=cfg.out, epochs=1,
+                             batch_size=16, lr=0.5, work_dir=tmp_path / "w", keep_init=0.99,
+                             test_only="PrivateTest_*"))
+    assert card["init_weights_kept"] == 0.99
+    x = np.random.default_rng(4).integers(0, 256, (8, 48, 48, 1)).astype(np.uint8)
+    a, b = predict_probs(load_model(cfg.out), x), predict_probs(load_model(tmp_path / "k.keras"), x)
+    assert np.array_equal(a.argmax(1), b.argmax(1))
+    with pytest.raises(ConfigError, match="--keep-init"):
+        train(TrainConfig(data=cfg.data, out=tmp_path / "x.keras", keep_init=0.5,
+                          work_dir=tmp_path / "w2"))

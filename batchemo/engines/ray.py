@@ -4,9 +4,14 @@ Only the processing step is Ray's: `process(job)` yields one FileResult per file
 `engines.local.process` does; lock, ledger, plan, commits, derived tables and exit codes are the
 pipeline's, whichever engine runs.
 
-    files to do ─▶ _DetectCrop actors: extract() = decode → detect → crop, one file per call
-                ─▶ _Infer actor: holds the model; fixed-size padded batches, as infer.Batcher
+    files to do ─▶ _detect_crop tasks: extract() = decode → detect → crop, one file per call,
+                   as many at once as the cluster's CPUs hold (or --workers)
+                ─▶ _Infer actors: hold the model; fixed-size padded batches, as infer.Batcher;
+                   an autoscaling pool (--ray-actors MIN..MAX, --ray-gpus each)
                 ─▶ the driver gathers rows per file ─▶ a FileResult, as the local engine's
+
+The driver connects to --ray-address, else RAY_ADDRESS (set by `ray job submit`), else starts a
+private local Ray. It logs the nodes each file was decoded on and each model actor ran on.
 
 Rows between the stages are flat: one per face crop, one per sampled frame without a face, and a
 closing row per file that says how many rows the file sent. Ray Data may reorder rows, so a file
@@ -15,19 +20,13 @@ is complete when its closing row and all its rows have arrived, whatever their o
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
-import os
 import pickle
-import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,8 +35,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..config import actor_range
 from ..crop import margin_for
-from ..errors import BatchemoError, ConfigError, OutputError
+from ..errors import BatchemoError, ConfigError
 from ..extract import extract
 from ..records import (
     EngineJob,
@@ -48,6 +48,7 @@ from ..records import (
     MediaInfo,
     SampledFrame,
 )
+from .ray_session import ray_data_quiet, ray_session
 
 log = logging.getLogger("batchemo")
 
@@ -57,6 +58,16 @@ FACE, EMPTY, DONE = 0, 1, 2  # row kinds
 # and the pipeline deadlocked. Detection and inference each still use a core when they run.
 DETECT_CPUS = 0.5
 INFER_CPUS = 0.5
+# A model actor's memory: a process loading the shipped model and classifying a batch of 64 with
+# TTA peaked at 0.9 GiB RSS. Reserving it also keeps Ray Data from fusing the decode tasks into
+# the model actors, which it does when both stages ask for the same resources: decoding would
+# then scale with the actors, not with the CPUs.
+INFER_MEMORY = 1 << 30
+CPUS_PER_ACTOR = 4  # --ray-actors auto: up to one model actor per this many CPUs of the cluster
+# Ray Data retries a task whose worker died, without end; a file whose decoding killed its
+# worker this many times becomes an error row instead (ray_remote_args' max_restarts=0 did this,
+# deprecated in Ray 2.60, with no named replacement).
+MAX_CRASHES = 2
 MAX_BLOCKS = 4096  # input blocks (one file each up to this): small blocks balance videos vs images
 
 
@@ -76,10 +87,12 @@ def process(job: EngineJob) -> Iterator[FileResult]:
     ray = require_ray()
     if not job.files:  # an incremental run with nothing new does not pay Ray's start-up
         return
-    with _ray_session(ray, job.settings), _ray_data_quiet(ray):
+    with ray_session(ray, job.settings), ray_data_quiet(ray):
         ds = _dataset(ray, job)
         try:
-            yield from _collect(ds, job)
+            seen = _Placement()
+            yield from _collect(ds, job, seen)
+            log.info("Ray: %s", seen.line())
         except ray.exceptions.RayError as e:
             # Files committed so far are kept; the next run rebuilds the outputs and does the rest.
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -87,35 +100,60 @@ def process(job: EngineJob) -> Iterator[FileResult]:
                                 "finished before are kept, the next run does the rest") from e
 
 
-# -- the stages (run in Ray actors) ------------------------------------------------------------
+# -- the stages (Ray tasks and actors) ---------------------------------------------------------
 
 
-class _DetectCrop:
-    """Actor: one detector; extract() for each file of a batch, rows streamed per chunk."""
+_DETECTORS: dict[str, object] = {}  # per Ray worker process, reused by its later tasks
 
-    def __init__(self, det_args: dict, size: int, margin: float, fps: float, chunk_frames: int):
+
+class _Attempts:
+    """Actor: how often each file's decoding has started (a retry follows a dead worker)."""
+
+    def __init__(self):
+        self.started: Counter = Counter()
+
+    def start(self, idx: int) -> int:
+        self.started[idx] += 1
+        return self.started[idx]
+
+
+def _detect_crop(batch: dict[str, np.ndarray], det_args: dict, size: int, margin: float,
+                 fps: float, chunk_frames: int, attempts) -> Iterator[dict[str, np.ndarray]]:
+    """Task: extract() for each file of a batch (one), rows streamed per chunk."""
+    import ray
+
+    key = json.dumps(det_args, sort_keys=True)
+    if key not in _DETECTORS:
         from ..detect import get_detector
 
-        self.detector = get_detector(**det_args)
-        self.size, self.margin, self.fps, self.chunk_frames = size, margin, fps, chunk_frames
+        _DETECTORS[key] = get_detector(**det_args)
+    node = ray.get_runtime_context().get_node_id()
+    for idx, blob in zip(batch["idx"], batch["item"], strict=True):
+        idx = int(idx)
+        crashes = ray.get(attempts.start.remote(idx)) - 1
+        if crashes >= MAX_CRASHES:
+            meta = {"error": f"decoding it killed the Ray worker {crashes} times",
+                    "crashed": True, "node": node}
+            yield _rows(idx, size, [DONE], [0], [np.nan], [-1], [(0, 0, 0, 0)], [0.0], [None],
+                        meta=json.dumps(meta))
+            continue
+        yield from _file(idx, pickle.loads(blob), _DETECTORS[key], size, margin, fps,
+                         chunk_frames, node)
 
-    def __call__(self, batch: dict[str, np.ndarray]):
-        for idx, blob in zip(batch["idx"], batch["item"], strict=True):
-            yield from self._file(int(idx), pickle.loads(blob))
 
-    def _file(self, idx: int, item):
-        started, sent = time.perf_counter(), 0
-        for kind, payload in extract(item, self.fps, self.detector, self.size, self.margin,
-                                     self.chunk_frames):
-            if kind == "chunk":
-                rows = _chunk_rows(idx, payload, self.size)
-                sent += len(rows["idx"])
-                yield rows
-            else:
-                meta = {"info": dataclasses.asdict(payload.info), "cuts": payload.cuts,
-                        "error": payload.error, "seconds": time.perf_counter() - started}
-                yield _rows(idx, self.size, [DONE], [0], [np.nan], [-1], [(0, 0, 0, 0)], [0.0],
-                            [None], n_rows=sent, meta=json.dumps(meta))
+def _file(idx: int, item, detector, size, margin, fps, chunk_frames, node: str):
+    started, sent = time.perf_counter(), 0
+    for kind, payload in extract(item, fps, detector, size, margin, chunk_frames):
+        if kind == "chunk":
+            rows = _chunk_rows(idx, payload, size)
+            sent += len(rows["idx"])
+            yield rows
+        else:
+            meta = {"info": dataclasses.asdict(payload.info), "cuts": payload.cuts,
+                    "error": payload.error, "seconds": time.perf_counter() - started,
+                    "node": node}
+            yield _rows(idx, size, [DONE], [0], [np.nan], [-1], [(0, 0, 0, 0)], [0.0],
+                        [None], n_rows=sent, meta=json.dumps(meta))
 
 
 class _Infer:
@@ -123,6 +161,8 @@ class _Infer:
 
     def __init__(self, artifact: dict[str, bytes], keras_name: str, batch_size: int, tta: bool,
                  model_id: str, precision: str):
+        import ray
+
         from ..infer import Batcher
         from ..model import load_model
 
@@ -136,6 +176,8 @@ class _Infer:
             raise RuntimeError(f"the Ray worker loaded model {model.model_id}, not {model_id}")
         self.batcher = Batcher(model, batch_size, tta)
         self.n_classes = len(model.classes)
+        ctx = ray.get_runtime_context()
+        self.where = f"{ctx.get_node_id()} {ctx.get_actor_id()}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         kind, pixels = batch["kind"], batch["pixels"]
@@ -147,6 +189,7 @@ class _Infer:
             probs[k] = p
         out = {k: v for k, v in batch.items() if k != "pixels"}  # crops stay on the workers
         out["probs"] = probs
+        out["actor"] = np.array([self.where] * len(kind), dtype=object)  # node id, actor id
         return out
 
 
@@ -183,21 +226,19 @@ def _rows(idx, size, kinds, fis, ts, fidx, boxes, scores, crops, n_rows=0, meta=
 
 
 def _dataset(ray, job: EngineJob):
-    from ray.data import ActorPoolStrategy
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
     from .local import CHUNK_FRAMES
 
     cfg, todo, model = job.settings, job.files, job.model
-
-    cpus = ray.cluster_resources().get("CPU", 1)
-    # More actors than the CPUs can hold would wait for resources forever (half a CPU spare).
-    fits = max(1, int((cpus - 0.5 - INFER_CPUS) / DETECT_CPUS))
-    n_detect = cfg.workers if cfg.workers > 0 else max(1, int(cpus) - 1)
-    if n_detect > fits:
-        log.warning("--workers %d: this Ray cluster's %g CPUs hold %d detect actors; using %d",
-                    n_detect, cpus, fits, fits)
-    n_detect = min(n_detect, fits, len(todo))
-    log.info("Ray: %g CPUs, %d detect actors, 1 model actor", cpus, n_detect)
+    resources = ray.cluster_resources()
+    lo, hi = _actor_pool(cfg, resources)
+    n_tasks = min(cfg.workers, len(todo)) if cfg.workers > 0 else None
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    log.info("Ray: %d node(s), %g CPUs, %g GPUs; decode/detect tasks: %s; model actors: %s "
+             "(%g CPU, %g GPU each)", nodes, resources.get("CPU", 0), resources.get("GPU", 0),
+             n_tasks or "as the CPUs allow", f"{lo}..{hi}" if lo < hi else lo, INFER_CPUS,
+             cfg.ray_gpus)
     det_args = {"name": cfg.detector, "min_face": cfg.min_face,
                 "score_threshold": cfg.score_threshold}
     # MediaItems travel pickled: paths need not be valid UTF-8 (Arrow strings must be).
@@ -205,30 +246,60 @@ def _dataset(ray, job: EngineJob):
     path = Path(model.path)
     artifact = {path.name: path.read_bytes(),
                 path.with_suffix(".json").name: path.with_suffix(".json").read_bytes()}
-    with warnings.catch_warnings():
-        # By default Ray Data restarts a dead actor and retries its task forever: one file that
-        # crashes its decoder would hang the run. Without restarts the run stops (exit 2) like
-        # the local engine's, keeping finished files, and Ray no longer logs an error line per
-        # run about restartable actors. Ray 2.60 takes this only as a deprecated
-        # **ray_remote_args keyword (no named parameter yet), hence the filter.
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        return (ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
-                .map_batches(_DetectCrop, batch_size=1, batch_format="numpy",
-                             compute=ActorPoolStrategy(size=n_detect), num_cpus=DETECT_CPUS,
-                             max_restarts=0,
-                             fn_constructor_kwargs={"det_args": det_args,
-                                                    "size": model.input_size,
-                                                    "margin": margin_for(cfg.detector), "fps": cfg.fps,
-                                                    "chunk_frames": CHUNK_FRAMES})
-                .map_batches(_Infer, batch_size=cfg.batch_size, batch_format="numpy",
-                             compute=ActorPoolStrategy(size=1), num_cpus=INFER_CPUS,
-                             max_restarts=0,
-                             fn_constructor_kwargs={"artifact": artifact,
-                                                    "keras_name": path.name,
-                                                    "batch_size": cfg.batch_size,
-                                                    "tta": job.tta,
-                                                    "precision": model.precision,
-                                                    "model_id": model.model_id}))
+    attempts = ray.remote(num_cpus=0)(_Attempts).remote()
+    return (ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
+            .map_batches(_detect_crop, batch_size=1, batch_format="numpy",
+                         compute=TaskPoolStrategy(size=n_tasks), num_cpus=DETECT_CPUS,
+                         fn_kwargs={"det_args": det_args, "size": model.input_size,
+                                    "margin": margin_for(cfg.detector), "fps": cfg.fps,
+                                    "chunk_frames": CHUNK_FRAMES, "attempts": attempts})
+            .map_batches(_Infer, batch_size=cfg.batch_size, batch_format="numpy",
+                         compute=ActorPoolStrategy(min_size=lo, max_size=hi),
+                         num_cpus=INFER_CPUS, num_gpus=cfg.ray_gpus or None,
+                         memory=INFER_MEMORY,
+                         fn_constructor_kwargs={"artifact": artifact,
+                                                "keras_name": path.name,
+                                                "batch_size": cfg.batch_size,
+                                                "tta": job.tta,
+                                                "precision": model.precision,
+                                                "model_id": model.model_id}))
+
+
+def _actor_pool(cfg, resources: dict[str, float]) -> tuple[int, int]:
+    """The model actors' pool size (MIN, MAX) for --ray-actors on a cluster with `resources`."""
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    # Actors beyond what the CPUs hold beside one decode task would wait for them forever.
+    room = max(1, int((cpus - DETECT_CPUS) / INFER_CPUS))
+    auto = max(1, int(cpus // CPUS_PER_ACTOR))
+    if cfg.ray_gpus > 0:
+        room = min(room, int(gpus / cfg.ray_gpus + 1e-9))
+        if room < 1:
+            raise ConfigError(f"--ray-gpus {cfg.ray_gpus:g}: this Ray cluster has {gpus:g} "
+                              "GPUs, too few for one model actor")
+        auto = room
+    lo, hi = actor_range(cfg.ray_actors) or (1, auto)
+    if hi > room:
+        log.warning("--ray-actors %s: this Ray cluster's %g CPUs and %g GPUs hold %d model "
+                    "actors; using at most %d", cfg.ray_actors, cpus, gpus, room, room)
+    return min(lo, room), min(hi, room)
+
+
+class _Placement:
+    """Where the run's work ran: files decoded per node, model actors per node."""
+
+    def __init__(self):
+        self.files: Counter = Counter()
+        self.actors: set[str] = set()
+
+    def line(self) -> str:
+        actors = Counter(a.split()[0] for a in self.actors)
+        return (f"decode/detect ran on {len(self.files)} node(s) (files per node: "
+                f"{_per_node(self.files)}); {len(self.actors)} model actor(s) on {len(actors)} "
+                f"node(s) (actors per node: {_per_node(actors)})")
+
+
+def _per_node(counts: Counter) -> str:
+    return ", ".join(f"{node} {n}" for node, n in sorted(counts.items()))
 
 
 @dataclass
@@ -254,16 +325,20 @@ class _Gathered:
                           meta.get("error"), meta.get("seconds", 0.0))
 
 
-def _collect(ds, job: EngineJob) -> Iterator[FileResult]:
+def _collect(ds, job: EngineJob, seen: _Placement) -> Iterator[FileResult]:
     """Gather rows per file; yield each file as soon as all of its rows are in."""
     quiet = job.settings.quiet or not sys.stderr.isatty()
     bar = tqdm(total=len(job.files), unit="file", disable=quiet, desc="files")
     pending: dict[int, _Gathered] = {}
+    done: set[int] = set()  # rows of a file given up after crashes may still arrive
     batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy"))
     try:
         for b in batches:
+            seen.actors.update(b["actor"])
             for r in range(len(b["idx"])):
                 idx = int(b["idx"][r])
+                if idx in done:
+                    continue
                 g = pending.get(idx) or pending.setdefault(idx, _Gathered(job.files[idx]))
                 kind = b["kind"][r]
                 fi, t = int(b["frame_index"][r]), float(b["t_sec"][r])
@@ -278,9 +353,13 @@ def _collect(ds, job: EngineJob) -> Iterator[FileResult]:
                 else:
                     g.meta = json.loads(b["meta"][r])
                     g.outstanding += int(b["n_rows"][r])
+                    seen.files[g.meta["node"]] += 1
+                    if g.meta.get("crashed"):  # what earlier attempts sent is left out
+                        g.faces, g.empty, g.outstanding = [], [], 0
                 g.outstanding -= int(kind != DONE)
                 if g.meta is not None and g.outstanding == 0:
                     bar.update(1)
+                    done.add(idx)
                     yield pending.pop(idx).result()
     finally:
         close = getattr(batches, "close", None)
@@ -289,65 +368,3 @@ def _collect(ds, job: EngineJob) -> Iterator[FileResult]:
         bar.close()
     if pending:
         raise RuntimeError(f"Ray engine: {len(pending)} file(s) did not complete")
-
-
-@contextlib.contextmanager
-def _ray_session(ray, cfg):
-    """Connect to cfg.ray_address, or start a private local Ray; leave a caller's Ray alone."""
-    if ray.is_initialized():  # the caller's Ray (tests, a notebook): use it, leave it running
-        yield
-        return
-    handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it; pipeline's must stay
-    kwargs = {"include_dashboard": False, "log_to_driver": not cfg.quiet,
-              "logging_level": logging.WARNING}
-    temp = None
-    if cfg.ray_address:
-        address = cfg.ray_address
-    else:
-        address = "local"  # a new instance, never a cluster someone started on this machine
-        # Ray leaves a session folder per start; under cron they pile up in /tmp/ray.
-        temp = kwargs["_temp_dir"] = tempfile.mkdtemp(prefix="batchemo-ray-")
-    # A new local Ray turns token authentication on and warns so at every start (cron mail);
-    # setting RAY_AUTH_MODE here instead would be too late: Ray reads it when imported.
-    auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    auth_level = auth_log.level
-    try:
-        try:
-            auth_log.setLevel(logging.ERROR)
-            ray.init(address=address, **kwargs)
-        except Exception as e:
-            hint = ""
-            if cfg.ray_address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
-                hint = ("; a cluster started with `ray start` uses token authentication: set "
-                        "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token) as on "
-                        "the head node")
-            raise OutputError(f"cannot start or reach Ray at {address}: "
-                              f"{type(e).__name__}: {e}{hint}") from None
-        finally:
-            auth_log.setLevel(auth_level)
-        if handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, handler)
-        try:
-            yield
-        finally:
-            ray.shutdown()
-    finally:
-        if temp:
-            shutil.rmtree(temp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _ray_data_quiet(ray):
-    """Our files bar replaces Ray Data's progress bars and its per-dataset console log lines."""
-    ctx = ray.data.DataContext.get_current()
-    bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False
-    console = [h for h in logging.getLogger("ray.data").handlers if h.get_name() == "console"]
-    levels = [h.level for h in console]
-    for h in console:
-        h.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        ctx.enable_progress_bars = bars
-        for h, level in zip(console, levels, strict=True):
-            h.setLevel(level)
