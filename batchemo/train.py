@@ -187,12 +187,15 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how, targets) -> dict:
                    loss_weights=[1 - cfg.distill] if cfg.teachers else None,
                    metrics=["accuracy"])
 
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(best), monitor="val_accuracy", mode="max", save_best_only=True,
+        save_weights_only=True, initial_value_threshold=_best_so_far(history, "val_accuracy"))
+    # A tie keeps the later, longer-trained epoch (Keras keeps the first): on a small validation
+    # split whose BatchNorm averages are still warming up, every epoch can tie at chance.
+    checkpoint.monitor_op = keras.ops.greater_equal
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work / "backup")),
-        keras.callbacks.ModelCheckpoint(str(best), monitor="val_accuracy", mode="max",
-                                        save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=_best_so_far(history,
-                                                                             "val_accuracy")),
+        checkpoint,
         keras.callbacks.CSVLogger(str(history), append=True),
     ]
     started = time.time()

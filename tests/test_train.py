@@ -231,6 +231,7 @@ def test_distillation_follows_the_teachers_not_the_labels(trained, tmp_path):
     (train_dir / "tmp").rename(train_dir / "Sadness")
     student = train(TrainConfig(data=root, out=tmp_path / "s.keras", epochs=3, batch_size=16,
                                 lr=0.05, work_dir=tmp_path / "w", test_only="PrivateTest_*",
+                                val=root / "test",  # validation held out of train is swapped
                                 teachers=[cfg.out], distill=1.0))
     assert student["distilled_from"]["weight"] == 1.0
     assert student["distilled_from"]["teachers"][0]["model_id"] == teacher["model_id"]
@@ -330,9 +331,11 @@ def test_keep_init_mixes_the_starting_weights_back(trained, tmp_path):
                              batch_size=16, lr=0.5, work_dir=tmp_path / "w", keep_init=0.99,
                              test_only="PrivateTest_*"))
     assert card["init_weights_kept"] == 0.99
-    x = np.random.default_rng(4).integers(0, 256, (8, 48, 48, 1)).astype(np.uint8)
-    a, b = predict_probs(load_model(cfg.out), x), predict_probs(load_model(tmp_path / "k.keras"), x)
-    assert np.array_equal(a.argmax(1), b.argmax(1))
+    def last_conv(model):
+        return [la for la in model.layers if type(la).__name__ == "Conv2D"][-1].get_weights()[0]
+
+    w0, w1 = last_conv(start), last_conv(load_model(tmp_path / "k.keras").keras_model)
+    assert np.abs(w1 - w0).max() < 0.05 * np.abs(w0).max()  # 1 % of a large step from the start
     with pytest.raises(ConfigError, match="--keep-init"):
         train(TrainConfig(data=cfg.data, out=tmp_path / "x.keras", keep_init=0.5,
                           work_dir=tmp_path / "w2"))
