@@ -104,18 +104,11 @@ def _dct_matrix(n: int = 8) -> np.ndarray:
     return c  # orthonormal DCT-II: coefficients = C · block · Cᵀ
 
 
-# JPEG's luminance quantisation table (ITU T.81 Annex K), scaled by quality as libjpeg does.
+# JPEG's luminance quantisation table (ITU T.81 Annex K); FaceDegrade scales it by quality.
 _JPEG_LUMA = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113,
     92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float32)
-
-
-def jpeg_tables(quality) -> np.ndarray:
-    """libjpeg's 8x8 luminance quantisation table at each `quality` (1-100): shape (..., 8, 8)."""
-    q = np.asarray(quality, np.float32)[..., None]
-    scale = np.where(q < 50, 5000 / np.maximum(q, 1), 200 - 2 * q)
-    return np.clip(np.floor((_JPEG_LUMA * scale + 50) / 100), 1, 255).reshape(*q.shape[:-1], 8, 8)
 
 
 @keras.saving.register_keras_serializable(package="batchemo")
@@ -186,8 +179,8 @@ class FaceDegrade(keras.layers.Layer):
         """Greyscale JPEG at per-face `quality`: 8x8 DCT, quantise, dequantise, inverse DCT."""
         b, size = ops.shape(x)[0], x.shape[1]
         n = size // 8
-        q = 50 * ops.ones_like(quality)
-        scale = ops.where(quality < q, 5000 / ops.maximum(quality, 1.0), 200 - 2 * quality)
+        # libjpeg's quality scaling of the table
+        scale = ops.where(quality < 50, 5000 / ops.maximum(quality, 1.0), 200 - 2 * quality)
         luma = ops.convert_to_tensor(_JPEG_LUMA.reshape(8, 8))
         table = ops.clip(ops.floor((luma[None] * scale[:, None, None] + 50) / 100), 1, 255)
         table = table[:, None, None]  # (B, 1, 1, 8, 8) against blocks (B, n, n, 8, 8)
