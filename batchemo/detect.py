@@ -41,6 +41,9 @@ _BLAZEFACE = {
 
 class Detector(Protocol):
     name: str
+    # The last image detect() saw, shrunk whole to the model's input (None where it made none):
+    # shot-cut signatures start from it instead of resizing the full frame again.
+    thumbnail: np.ndarray | None
 
     def detect(self, image_bgr: np.ndarray) -> list[FaceBox]: ...
 
@@ -182,6 +185,7 @@ class BlazeFace:
             centres.append(np.repeat(np.stack([xx.ravel(), yy.ravel()], 1), per_cell, axis=0))
         self._anchors = np.concatenate(centres)  # (N, 2) in model input pixels
         self._canvas = np.zeros((size, size, 3), np.uint8)
+        self.thumbnail = None
         self.tile = _TILE.get(name, 0)
 
     def _model_input(self, image_bgr: np.ndarray) -> tuple[np.ndarray, float, float, int, int]:
@@ -192,8 +196,8 @@ class BlazeFace:
         nw, nh = max(1, round(w * s)), max(1, round(h * s))
         px, py = (self.size - nw) // 2, (self.size - nh) // 2
         self._canvas[:] = 0  # black bars, as MediaPipe pads
-        self._canvas[py:py + nh, px:px + nw] = cv2.resize(
-            image_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
+        self.thumbnail = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
+        self._canvas[py:py + nh, px:px + nw] = self.thumbnail
         return self._tensor(), nw / w, nh / h, px, py
 
     def _tensor(self) -> np.ndarray:
@@ -262,6 +266,7 @@ class Haar:
     """OpenCV's frontal-face Haar cascade (score 1.0, no landmarks)."""
 
     name = "haar"
+    thumbnail = None
 
     def __init__(self, min_face: int = 20):
         data = getattr(cv2, "data", None)

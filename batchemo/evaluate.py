@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from .config import EvaluateConfig, validate
 from .datasets import Split, load_fer_csv, load_folder, majority_labels
 from .errors import DatasetError
-from .infer import predict_tta
+from .infer import MIRROR_BELOW, mirror_below, predict_tta
 from .model import LoadedModel, load_model
 
 
@@ -43,14 +44,21 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, ...]) ->
 
 
 def predict_probs(model, x: np.ndarray, batch_size: int = 256, tta: bool = False) -> np.ndarray:
-    """Probabilities for uint8 faces (N, s, s, 1); `tta` averages with the mirrored face."""
-    keras_model = model.keras_model if isinstance(model, LoadedModel) else model
+    """Probabilities for uint8 faces (N, s, s, 1); `tta` as `run` applies it (predict_tta): the
+    artifact's threshold for a LoadedModel, today's for a Keras model being trained."""
+    loaded = isinstance(model, LoadedModel)
+    keras_model = model.keras_model if loaded else model
+    below = mirror_below(model.meta) if loaded else MIRROR_BELOW
     out = []
     for i in range(0, len(x), batch_size):
         b = x[i:i + batch_size].astype(np.float32)
         out.append(predict_tta(lambda v: np.asarray(keras_model.predict_on_batch(v), np.float32),
-                               b, tta))
+                               b, tta, below))
     return np.concatenate(out) if out else np.zeros((0, keras_model.output_shape[-1]), np.float32)
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None  # JSON has no infinity: None = every face mirrored
 
 
 def score(model, split: Split, batch_size: int = 256, tta: bool = False) -> dict:
@@ -182,7 +190,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             "predicted_share": r["predicted_share"],
             "largest_share_growth": {"class": top, "ratio": round(growth[top], 3)}}
     report.update(model=str(model.path), model_id=model.model_id, data=str(data), only=cfg.only,
-                  tta=cfg.tta, precision=model.precision, labels=cfg.labels,
+                  tta=cfg.tta, tta_mirror_below=_finite(mirror_below(model.meta)) if cfg.tta
+                  else None, precision=model.precision, labels=cfg.labels,
                   left_out=left_out)
     if cfg.out:
         write_report(report, Path(cfg.out))

@@ -31,9 +31,10 @@ def extract(item: MediaItem, fps: float, detector, size: int, margin: float,
     cuts = ShotCuts()  # hard cuts end tracks; found here, where the pixels are
     try:
         for frame in prefetched(iter_frames(item, fps, info)):
-            if frame.t_sec is not None:
-                cuts.add(frame.frame_index, frame.image)
             boxes = detector.detect(frame.image)
+            if frame.t_sec is not None:
+                thumb = detector.thumbnail
+                cuts.add(frame.frame_index, frame.image if thumb is None else thumb)
             crops = np.stack([face_crop(frame.image, b, size, margin) for b in boxes]) if boxes else \
                 np.zeros((0, size, size, 1), np.uint8)
             chunk.append(DetectedFrame(frame.frame_index, frame.t_sec, boxes, crops))

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +101,35 @@ class LoadedModel:
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """Class probabilities for a (N, size, size, 1) batch, one graph call (no per-call setup)."""
+        if isinstance(self.keras_model, _Loading):
+            self.keras_model = self.keras_model.result(self)
         return np.asarray(self.keras_model.predict_on_batch(faces), dtype=np.float32)
+
+
+class _Loading:
+    """load_model running on a thread (load_model_behind); result() waits for it."""
+
+    def __init__(self, path: Path, precision: str):
+        self._out: dict = {}
+        self._thread = threading.Thread(target=self._load, args=(path, precision), daemon=True,
+                                        name="batchemo-model-load")
+        self._thread.start()
+
+    def _load(self, path: Path, precision: str) -> None:
+        try:
+            self._out["model"] = load_model(path, precision)
+        except BaseException as e:  # re-raised in the caller's thread
+            self._out["error"] = e
+
+    def result(self, promised: LoadedModel):
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out["error"]
+        got = self._out["model"]
+        if (got.model_id, got.precision) != (promised.model_id, promised.precision):
+            raise ModelError(f"{got.path}: loaded as {got.model_id} in {got.precision}, not the "
+                             f"{promised.model_id} in {promised.precision} its card promised")
+        return got.keras_model
 
 
 def file_digest(path: Path) -> str:
@@ -240,17 +269,24 @@ def _bfloat16_copy(km, arch: str, n_classes: int):
         return None
 
 
-def load_model(path: Path | str | None = None, precision: str = "float32") -> LoadedModel:
-    """Load and validate an artifact (default: the shipped FER2013 model).
+def certain_precision(precision: str) -> str | None:
+    """What load_model resolves `precision` to, where that is known without TensorFlow
+    (float32, or auto on a CPU without native bf16); None where only loading can tell."""
+    return "float32" if precision == "float32" or (precision == "auto" and
+                                                   not native_bfloat16()) else None
 
-    `precision` is the inference precision: float32 (the artifact as saved), bfloat16, or auto:
-    bfloat16 where the CPU has it natively and it measured at least BF16_MIN_SPEEDUP faster here
-    (`_bfloat16_pays_off`), else float32. bf16 applies to batchemo's own architectures only.
 
-    Refuses, with a ModelError saying why, an artifact without its JSON card, whose file does not
-    match the card's checksum, or whose output size/input shape disagree with the card.
-    """
-    keras = import_keras()
+def load_model_behind(path: Path | str | None, precision: str) -> LoadedModel:
+    """load_model with its TensorFlow part on a thread: classes, input size and id come from
+    the card at once, predict() waits for the weights. TensorFlow's import (~3 s) then overlaps
+    the decoding an engine starts meanwhile. Only for a precision `certain_precision` knows."""
+    path, meta, classes, size, model_id = _read_card(path)
+    return LoadedModel(_Loading(path, precision), classes, size, model_id, path, meta,
+                       certain_precision(precision))
+
+
+def _read_card(path: Path | str | None) -> tuple[Path, dict, tuple[str, ...], int, str]:
+    """An artifact's validated card: (path of the .keras, card, classes, input size, model id)."""
     path = Path(path) if path else DEFAULT_MODEL
     if path.suffix != ".keras":
         path = path.with_suffix(".keras")
@@ -269,6 +305,21 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
     if meta.get("sha256") and meta["sha256"] != file_digest(path):
         raise ModelError(f"{path}: checksum does not match its card {card_path.name} "
                          "(the .keras file was replaced or corrupted)")
+    return path, meta, classes, size, meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
+
+
+def load_model(path: Path | str | None = None, precision: str = "float32") -> LoadedModel:
+    """Load and validate an artifact (default: the shipped FER2013 model).
+
+    `precision` is the inference precision: float32 (the artifact as saved), bfloat16, or auto:
+    bfloat16 where the CPU has it natively and it measured at least BF16_MIN_SPEEDUP faster here
+    (`_bfloat16_pays_off`), else float32. bf16 applies to batchemo's own architectures only.
+
+    Refuses, with a ModelError saying why, an artifact without its JSON card, whose file does not
+    match the card's checksum, or whose output size/input shape disagree with the card.
+    """
+    path, meta, classes, size, model_id = _read_card(path)
+    keras = import_keras()
     try:
         km = keras.saving.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for a bad zip/config
@@ -278,7 +329,6 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
     if km.output_shape[-1] != len(classes):
         raise ModelError(f"{path}: {km.output_shape[-1]} outputs but card lists {len(classes)} "
                          f"classes ({', '.join(classes)})")
-    model_id = meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     arch = meta.get("arch")

@@ -39,7 +39,7 @@ from .errors import (
     OutputError,
 )
 from .ledger import Ledger, OutputLock, fingerprint
-from .model import load_model
+from .model import certain_precision, load_model, load_model_behind
 from .plan import Card, plan, read_card, settings_id
 from .records import (
     STATUS_ERROR,
@@ -191,24 +191,26 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, engine: Engi
     card, model = read_card(cfg), None
     if card is None:  # load_model says what is wrong with the artifact
         model = _load(cfg)
-        card = Card(model.model_id, model.classes, bool(model.meta.get("tta", False)))
+        card = Card.of(model.model_id, model.meta)
     known = ledger.get_meta("model_id")
     if known and known != card.model_id and not cfg.force:
         raise OutputError(f"{paths.out} was made with model {known}, this run uses "
                           f"{card.model_id}; use --force to reprocess everything with the new "
                           "model, or write to a new --out")
     tta = bool(cfg.tta and card.tta)
+    tta_key = card.tta_setting(tta)
     precision_key = f"precision:{card.model_id}:{cfg.precision}"  # how "auto" resolved here
-    precision = model.precision if model else ledger.get_meta(precision_key)
-    sid = settings_id(cfg, card.model_id, tta, precision) if precision else None
+    precision = model.precision if model else (ledger.get_meta(precision_key)
+                                               or certain_precision(cfg.precision))
+    sid = settings_id(cfg, card.model_id, tta_key, precision) if precision else None
     todo, new_keys = plan(cfg, ledger, store, sid, result, run_id, card.model_id,
                           failures.report) if sid else ([], set())
     if sid is None or todo:
         model = model or _load(cfg)
         precision = model.precision
         ledger.set_meta(precision_key, precision)
-        if settings_id(cfg, model.model_id, tta, precision) != sid:  # first run, or changed
-            sid = settings_id(cfg, model.model_id, tta, precision)
+        if settings_id(cfg, model.model_id, tta_key, precision) != sid:  # first run, or changed
+            sid = settings_id(cfg, model.model_id, tta_key, precision)
             # plan again from fresh counters; files found deleted were marked the first time
             result = RunResult(run_id, paths.out, files_deleted=result.files_deleted)
             todo, new_keys = plan(cfg, ledger, store, sid, result, run_id, model.model_id,
@@ -247,7 +249,7 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, engine: Engi
                     "model_id": card.model_id,
                     # as applied: "auto" precision and TTA resolved
                     "settings": {**dataclasses.asdict(cfg), "precision": precision,
-                                 "tta": tta}})
+                                 "tta": tta_key}})
     derived = json.dumps({"bin": cfg.timeline_bin, "plots": str(cfg.plots or "")})
     if (ledger.get_meta("dirty") or ledger.get_meta("derived") != derived
             or not store.complete() or (cfg.plots and not Path(cfg.plots).is_dir())):
@@ -363,6 +365,8 @@ def compact(out: Path | str, wait: float = 0.0) -> int:
 def _load(cfg: RunConfig):
     # TensorFlow's import and the model's load take seconds: say so, the terminal is not hung.
     log.info("loading the model (%s)…", cfg.model or "shipped FER2013 model")
+    if certain_precision(cfg.precision):  # then the engine starts decoding meanwhile
+        return load_model_behind(cfg.model, cfg.precision)
     return load_model(cfg.model, cfg.precision)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .config import RunConfig
 from .crop import margin_for
+from .infer import mirror_below
 from .ledger import Ledger, fingerprint
 from .records import OTHER, STATUS_ERROR, STATUS_SKIPPED, FileTask, MediaItem
 from .scan import scan, table_safe
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from .pipeline import RunResult
 
 
-def settings_id(cfg: RunConfig, model_id: str, tta: bool, precision: str) -> str:
+def settings_id(cfg: RunConfig, model_id: str, tta: bool | float, precision: str) -> str:
     """Hash of every setting that changes a file's rows; a change reprocesses the file."""
     s = {"fps": cfg.fps, "detector": cfg.detector, "min_face": cfg.min_face,
          "score_threshold": cfg.score_threshold, "margin": margin_for(cfg.detector), "tta": tta,
@@ -40,6 +42,16 @@ class Card:
     model_id: str
     classes: tuple[str, ...]
     tta: bool
+    mirror_below: float = math.inf  # selective TTA's threshold (infer.mirror_below)
+
+    @classmethod
+    def of(cls, model_id: str, meta: dict) -> Card:
+        return cls(model_id, tuple(meta["classes"]), bool(meta.get("tta", False)),
+                   mirror_below(meta))
+
+    def tta_setting(self, tta: bool) -> bool | float:
+        """TTA as the settings id records it: off, every face, or selective's threshold."""
+        return self.mirror_below if tta and math.isfinite(self.mirror_below) else tta
 
 
 def read_card(cfg: RunConfig) -> Card | None:
@@ -51,7 +63,7 @@ def read_card(cfg: RunConfig) -> Card | None:
     try:
         meta = json.loads(path.with_suffix(".json").read_text())
         model_id = meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
-        return Card(model_id, tuple(meta["classes"]), bool(meta.get("tta", False)))
+        return Card.of(model_id, meta)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -26,6 +26,7 @@ from .datasets import (
 )
 from .errors import ConfigError, DatasetError
 from .evaluate import predict_probs, score
+from .infer import MIRROR_BELOW
 from .model import (
     ARCHS,
     INPUT_SIZE,
@@ -237,6 +238,7 @@ def finish(cfg: TrainConfig, model, train_s: Split, val_s: Split, test_s: Split 
         "classes": list(train_s.classes),
         "preprocessing": "grayscale face crop resized to input_size (INTER_AREA); /255 in-model",
         "tta": cfg.tta,
+        "tta_mirror_below": MIRROR_BELOW,
         "seed": cfg.seed,
         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
         "training_data": {"source": str(cfg.data), "n_train": len(train_s),
@@ -359,16 +361,22 @@ def mix_back(model, start_weights: list, keep: float) -> None:
 
 
 def fit_temperature(model, val: Split, tta: bool) -> float:
-    """The softmax temperature T minimising log-loss on `val` (TTA as `run` uses it), folded
-    into `model`'s output layer: softmax(z / T) is softmax of the layer with weights / T."""
+    """The softmax temperature T minimising log-loss on `val` (TTA as `run` uses it: which faces
+    are mirrored depends on T), folded into `model`'s output layer: softmax(z / T) is softmax of
+    the layer with weights / T."""
     out = model.layers[-1]
-    probs = [predict_probs(model, val.x)] + ([predict_probs(model, val.x[:, :, ::-1])]
-                                             if tta else [])
-    logits = [np.log(np.maximum(p, 1e-12)) for p in probs]
+    plain, mirror = (np.log(np.maximum(predict_probs(model, x), 1e-12))
+                     for x in (val.x, val.x[:, :, ::-1]))
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
 
     def log_loss(t: float) -> float:
-        p = np.mean([np.exp(z / t - np.log(np.exp(z / t).sum(1, keepdims=True))) for z in logits],
-                    axis=0)
+        p = softmax(plain / t)
+        if tta:
+            need = p.max(1) < MIRROR_BELOW
+            p[need] = (p[need] + softmax(mirror[need] / t)) / 2
         return float(-np.log(np.maximum(p[np.arange(len(val)), val.y], 1e-12)).mean())
 
     grid = np.exp(np.linspace(np.log(0.5), np.log(3.0), 181))
