@@ -302,8 +302,9 @@ class RunConfig:
                              "shipped FER2013 model.", short="-m")
     batch_size: int = opt(64, "Faces per model call (crops from many frames and files).",
                           min=1, max=4096)
-    tta: bool = opt(True, "Average each face with its mirror image (+accuracy, 2x model time); "
-                    "used only if the model's card enables it.")
+    tta: bool = opt(True, "Average each face the model is unsure of (top probability under the "
+                    "card's threshold, 0.8) with its mirror image (+accuracy, about 1.5x model "
+                    "time); used only if the model's card enables it.")
     precision: str = opt("auto", "Inference precision: auto = bfloat16 where the CPU has it natively "
                          "(AVX512-BF16/AMX) and a one-off timing, cached in ~/.cache/batchemo/"
                          "precision.json, found it 1.25x faster (FER2013 accuracy unchanged; see "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -19,10 +21,11 @@ from .track import ShotCuts
 log = logging.getLogger("batchemo")
 
 
-def extract(item: MediaItem, fps: float, detector, size: int, margin: float,
+def extract(item: MediaItem, fps: float, detectors, size: int, margin: float,
             chunk_frames: int = 16) -> Iterator[tuple[str, object]]:
     """Yield ("chunk", [DetectedFrame, ...]) messages, then ("done", Extracted).
 
+    `detectors`: one detector, or a list of them to detect that many frames at once (detected).
     Never raises for bad media: the failure becomes the `error` of the final message, and frames
     decoded before it are still delivered (a truncated video keeps its good part).
     """
@@ -30,13 +33,10 @@ def extract(item: MediaItem, fps: float, detector, size: int, margin: float,
     chunk, error = [], None
     cuts = ShotCuts()  # hard cuts end tracks; found here, where the pixels are
     try:
-        for frame in prefetched(iter_frames(item, fps, info)):
-            boxes = detector.detect(frame.image)
+        for frame, boxes, crops, thumb in detected(prefetched(iter_frames(item, fps, info)),
+                                                   detectors, size, margin):
             if frame.t_sec is not None:
-                thumb = detector.thumbnail
                 cuts.add(frame.frame_index, frame.image if thumb is None else thumb)
-            crops = np.stack([face_crop(frame.image, b, size, margin) for b in boxes]) if boxes else \
-                np.zeros((0, size, size, 1), np.uint8)
             chunk.append(DetectedFrame(frame.frame_index, frame.t_sec, boxes, crops))
             if len(chunk) >= chunk_frames:
                 yield "chunk", chunk
@@ -51,6 +51,43 @@ def extract(item: MediaItem, fps: float, detector, size: int, margin: float,
     if chunk:
         yield "chunk", chunk
     yield "done", Extracted(info, list(cuts.frames), error)
+
+
+def detected(frames: Iterator, detectors, size: int, margin: float) -> Iterator[tuple]:
+    """(frame, boxes, crops, thumbnail) per frame, in order. With several detectors (one
+    interpreter each), frames are detected on that many threads, a few frames ahead: LiteRT and
+    OpenCV release the GIL, so one long video uses more than one core."""
+    detectors = detectors if isinstance(detectors, list) else [detectors]
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for d in detectors:
+        free.put(d)
+
+    def one(frame) -> tuple:
+        det = free.get()
+        try:
+            boxes = det.detect(frame.image)
+            crops = np.stack([face_crop(frame.image, b, size, margin) for b in boxes]) \
+                if boxes else np.zeros((0, size, size, 1), np.uint8)
+            return frame, boxes, crops, det.thumbnail
+        finally:
+            free.put(det)
+
+    if len(detectors) == 1:
+        yield from map(one, frames)
+        return
+    with ThreadPoolExecutor(len(detectors), thread_name_prefix="batchemo-detect") as pool:
+        ahead: collections.deque = collections.deque()
+        for frame in frames:
+            ahead.append(pool.submit(one, frame))
+            if len(ahead) > 2 * len(detectors):
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
+def detect_threads(n_workers: int) -> int:
+    """Detector threads per worker process: the cores the workers leave over, at most 4."""
+    return max(1, min(4, (os.cpu_count() or 1) // max(1, n_workers)))
 
 
 def prefetched(frames: Iterator, depth: int = 4) -> Iterator:
@@ -96,8 +133,8 @@ def prefetched(frames: Iterator, depth: int = 4) -> Iterator:
 
 
 def worker_main(tasks, results, det_args: dict, size: int, margin: float, fps: float,
-                chunk_frames: int) -> None:
-    """Process entry point: one detector per process, files from `tasks` until None."""
+                chunk_frames: int, threads: int = 1) -> None:
+    """Process entry point: `threads` detectors per process, files from `tasks` until None."""
     import signal
 
     from .detect import get_detector
@@ -112,7 +149,7 @@ def worker_main(tasks, results, det_args: dict, size: int, margin: float, fps: f
     def orphaned() -> bool:
         return os.getppid() != parent
 
-    detector = get_detector(**det_args)
+    detectors = [get_detector(**det_args) for _ in range(threads)]
     while True:
         try:
             task = tasks.get(timeout=1.0)
@@ -123,7 +160,7 @@ def worker_main(tasks, results, det_args: dict, size: int, margin: float, fps: f
         if task is None:
             return
         idx, item = task
-        for msg in extract(item, fps, detector, size, margin, chunk_frames):
+        for msg in extract(item, fps, detectors, size, margin, chunk_frames):
             # A bounded queue: a parent killed with -9 never drains it, so poll while blocked.
             while True:
                 try:

@@ -1,6 +1,7 @@
 """End-to-end `batchemo run` on a long looped face video: speed, overhead and process-tree memory.
 
     python bench/bench_run.py [--quick] [--runs N] [--workers 0 1 2] [--model PATH] [--profile W]
+                               [--no-bf16]
 
 Builds (once, cached under ~/.cache/batchemo-bench) a 10-min and a 2.5-min copy of
 ../shared/media/videos/closeup_changing_expression.mp4 looped WITHOUT re-encoding, then measures
@@ -178,12 +179,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, help="passed to batchemo run (default: its own)")
     ap.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
                     help="passed to batchemo run (default: its own, auto)")
+    ap.add_argument("--no-bf16", action="store_true",
+                    help="as on a CPU without native bf16: BATCHEMO_NO_BF16=1, oneDNN (TensorFlow's "
+                         "kernels) held to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2); --precision auto then "
+                         "resolves to float32")
     ap.add_argument("--interval", type=float, default=0.05, help="RSS poll interval, seconds")
     ap.add_argument("--skip-short", action="store_true", help="long video only (no growth check)")
     ap.add_argument("--profile", type=int, metavar="W", help="also profile one run, --workers W")
     ap.add_argument("--top", type=int, default=10, help="profile entries to print")
     args = ap.parse_args()
     runs = args.runs or (1 if args.quick else 3)
+    if args.no_bf16:  # inherited by the `batchemo run` subprocesses
+        os.environ.update(BATCHEMO_NO_BF16="1", ONEDNN_MAX_CPU_ISA="AVX2")
     long_s = args.seconds or (150.0 if args.quick else 600.0)
     short_s = long_s / 4
 
@@ -191,7 +198,9 @@ def main() -> None:
 
     load0 = os.getloadavg()
     print(f"bench_run: {os.cpu_count()} CPUs, load average {load0[0]:.2f} {load0[1]:.2f} "
-          f"{load0[2]:.2f} at start, OpenCV {cv2.__version__}, python {sys.version.split()[0]}")
+          f"{load0[2]:.2f} at start, OpenCV {cv2.__version__}, python {sys.version.split()[0]}"
+          + (", --no-bf16: float32, oneDNN held to AVX2 (LiteRT and OpenCV keep their own "
+             "kernels)" if args.no_bf16 else ""))
     if load0[0] > 0.5:
         print("WARNING: the machine is busy (1-min load > 0.5): these are not idle-machine figures")
     model, model_line = resolve_model(args.model)

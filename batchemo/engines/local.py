@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..crop import margin_for
 from ..decode import expected_samples
-from ..extract import extract, worker_main
+from ..extract import detect_threads, extract, worker_main
 from ..infer import Batcher
 from ..records import (
     DetectedFrame,
@@ -166,7 +166,8 @@ def _from_workers(cfg, todo, n_workers, det_args, size, margin, start: Callable[
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue(maxsize=4 * n_workers)
     procs = [ctx.Process(target=worker_main, args=(tasks, results, det_args, size, margin,
-                                                   cfg.fps, CHUNK_FRAMES),
+                                                   cfg.fps, CHUNK_FRAMES,
+                                                   detect_threads(n_workers)),
                         daemon=True)
              for _ in range(n_workers)]
     with _main_not_reimported():
