@@ -120,8 +120,10 @@ class TrainConfig:
                                 "(default: ~/.cache/batchemo/train/<out name>).")
     license: str = opt("", "Terms of the training data, recorded in the model card.")
     limits: str = opt("", "Known limits of the model, recorded in the model card.")
-    tta: bool = opt(True, "Score the final model with horizontal-flip test-time augmentation "
-                    "(recorded in the card; `run` uses it too when the card says so).")
+    tta: bool = opt(True, "Score the final model with horizontal-flip test-time augmentation for "
+                    "the faces it is unsure of (top probability under 0.8), and fit its "
+                    "temperature so (recorded in the card; `run` uses it too when the card says "
+                    "so).")
 
     def resolved_work_dir(self) -> Path:
         return Path(self.work_dir) if self.work_dir else _cache_dir() / "train" / Path(self.out).stem
@@ -137,7 +139,8 @@ class EvaluateConfig:
                            "'PrivateTest_*'.")
     out: Path | None = opt(None, "Folder for report.json, confusion.csv, confusion.png, "
                            "per_class.csv.", short="-o")
-    tta: bool = opt(True, "Average predictions over the face and its mirror image.")
+    tta: bool = opt(True, "Average predictions over the face and its mirror image where the model "
+                    "is unsure, as `run` does (the card's threshold; every face for older cards).")
     batch_size: int = opt(256, "Inference batch size.", min=1, max=8192)
     precision: str = opt("float32", "Inference precision: float32 (the reference), bfloat16, or "
                          "auto (bfloat16 where the CPU has it natively, as `run` does).",
