@@ -48,7 +48,7 @@ def test_shipped_job_files_are_valid(job):
     cfg = build_config(cls, job, {})
     if cls is C.TrainConfig:
         assert cfg.data and cfg.out and not str(cfg.test_only or "").startswith("PublicTest")
-    if job.name == "train-fer2013.toml":  # stage 1 → 2 → 3 → (+ teachers) student → 6 → this
+    if job.name == "train-fer2013.toml":  # stage 1 → 2 → 3 → (+ teachers) student → 6 → 7a → 7
         stage = {n: build_config(C.TrainConfig, job.with_name(f"train-fer2013-stage{n}.toml"), {})
                  for n in (1, 2, 3)}
         teacher = build_config(C.TrainConfig, job.with_name("train-fer2013-teacher.toml"), {})
@@ -58,6 +58,9 @@ def test_shipped_job_files_are_valid(job):
         assert student.init == stage[3].out and stage[3].out in student.teachers
         assert teacher.out in student.teachers and len(student.teachers) == 5 and not teacher.init
         assert step6.init == student.out and step6.teachers == student.teachers
-        assert cfg.init == step6.out and cfg.teachers == [step6.out] and cfg.degrade > 0
+        step7a = build_config(C.TrainConfig, job.with_name("train-fer2013-video-teacher.toml"), {})
+        assert step7a.init == step6.out and step7a.teachers == [step6.out] and step7a.degrade > 0
+        assert cfg.init == step6.out and cfg.teachers == [step6.out, step7a.out]
+        assert 0 < cfg.degrade < step7a.degrade and cfg.keep_init == 0.3 and not step7a.keep_init
         assert cfg.soft_labels.name == "ferplus_votes.csv"
         assert cfg.out.name == "fer2013-default.keras"
