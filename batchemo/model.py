@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,35 +100,7 @@ class LoadedModel:
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """Class probabilities for a (N, size, size, 1) batch, one graph call (no per-call setup)."""
-        if isinstance(self.keras_model, _Loading):
-            self.keras_model = self.keras_model.result(self)
         return np.asarray(self.keras_model.predict_on_batch(faces), dtype=np.float32)
-
-
-class _Loading:
-    """load_model running on a thread (load_model_behind); result() waits for it."""
-
-    def __init__(self, path: Path, precision: str):
-        self._out: dict = {}
-        self._thread = threading.Thread(target=self._load, args=(path, precision), daemon=True,
-                                        name="batchemo-model-load")
-        self._thread.start()
-
-    def _load(self, path: Path, precision: str) -> None:
-        try:
-            self._out["model"] = load_model(path, precision)
-        except BaseException as e:  # re-raised in the caller's thread
-            self._out["error"] = e
-
-    def result(self, promised: LoadedModel):
-        self._thread.join()
-        if "error" in self._out:
-            raise self._out["error"]
-        got = self._out["model"]
-        if (got.model_id, got.precision) != (promised.model_id, promised.precision):
-            raise ModelError(f"{got.path}: loaded as {got.model_id} in {got.precision}, not the "
-                             f"{promised.model_id} in {promised.precision} its card promised")
-        return got.keras_model
 
 
 def file_digest(path: Path) -> str:
@@ -267,22 +238,6 @@ def _bfloat16_copy(km, arch: str, n_classes: int):
         return rebuild(km, arch, n_classes, "mixed_bfloat16")
     except ValueError:
         return None
-
-
-def certain_precision(precision: str) -> str | None:
-    """What load_model resolves `precision` to, where that is known without TensorFlow
-    (float32, or auto on a CPU without native bf16); None where only loading can tell."""
-    return "float32" if precision == "float32" or (precision == "auto" and
-                                                   not native_bfloat16()) else None
-
-
-def load_model_behind(path: Path | str | None, precision: str) -> LoadedModel:
-    """load_model with its TensorFlow part on a thread: classes, input size and id come from
-    the card at once, predict() waits for the weights. TensorFlow's import (~3 s) then overlaps
-    the decoding an engine starts meanwhile. Only for a precision `certain_precision` knows."""
-    path, meta, classes, size, model_id = _read_card(path)
-    return LoadedModel(_Loading(path, precision), classes, size, model_id, path, meta,
-                       certain_precision(precision))
 
 
 def _read_card(path: Path | str | None) -> tuple[Path, dict, tuple[str, ...], int, str]:

@@ -39,7 +39,7 @@ from .errors import (
     OutputError,
 )
 from .ledger import Ledger, OutputLock, fingerprint
-from .model import certain_precision, load_model, load_model_behind
+from .model import load_model
 from .plan import Card, plan, read_card, settings_id
 from .records import (
     STATUS_ERROR,
@@ -200,8 +200,7 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, engine: Engi
     tta = bool(cfg.tta and card.tta)
     tta_key = card.tta_setting(tta)
     precision_key = f"precision:{card.model_id}:{cfg.precision}"  # how "auto" resolved here
-    precision = model.precision if model else (ledger.get_meta(precision_key)
-                                               or certain_precision(cfg.precision))
+    precision = model.precision if model else ledger.get_meta(precision_key)
     sid = settings_id(cfg, card.model_id, tta_key, precision) if precision else None
     todo, new_keys = plan(cfg, ledger, store, sid, result, run_id, card.model_id,
                           failures.report) if sid else ([], set())
@@ -365,8 +364,6 @@ def compact(out: Path | str, wait: float = 0.0) -> int:
 def _load(cfg: RunConfig):
     # TensorFlow's import and the model's load take seconds: say so, the terminal is not hung.
     log.info("loading the model (%s)…", cfg.model or "shipped FER2013 model")
-    if certain_precision(cfg.precision):  # then the engine starts decoding meanwhile
-        return load_model_behind(cfg.model, cfg.precision)
     return load_model(cfg.model, cfg.precision)
 
 

@@ -42,32 +42,3 @@ def test_a_card_without_a_threshold_mirrors_every_face_and_no_tta_mirrors_none(f
     np.testing.assert_allclose(batched(model, x, True), both, atol=1e-5)
     np.testing.assert_allclose(batched(model, x, False), plain, atol=1e-5)
 
-
-def test_a_model_loading_behind_predicts_as_a_loaded_one(random_model, faces_and_model):
-    from batchemo.model import load_model_behind
-
-    model, x, plain = faces_and_model
-    behind = load_model_behind(random_model, "float32")
-    # what planning and the tables need is there before TensorFlow's part has finished
-    assert (behind.model_id, behind.classes, behind.input_size, behind.precision) == \
-        (model.model_id, model.classes, 48, "float32")
-    np.testing.assert_allclose(behind.predict(x), plain, atol=1e-6)
-
-
-def test_a_model_loading_behind_reports_a_bad_file_at_first_use(random_model, tmp_path):
-    import json
-    import shutil
-
-    from batchemo.errors import ModelError
-    from batchemo.model import load_model_behind
-
-    shutil.copy(random_model, tmp_path / "m.keras")
-    card = json.loads(random_model.with_suffix(".json").read_text())
-    (tmp_path / "m.json").write_text(json.dumps({**card, "sha256": "0" * 64}))
-    with pytest.raises(ModelError, match="checksum"):  # the card's checks run at once
-        load_model_behind(tmp_path / "m.keras", "float32")
-    (tmp_path / "m.keras").write_bytes(b"not a zip")
-    (tmp_path / "m.json").write_text(json.dumps({**card, "sha256": None}))
-    behind = load_model_behind(tmp_path / "m.keras", "float32")
-    with pytest.raises(ModelError, match="cannot load model"):
-        behind.predict(np.zeros((1, 48, 48, 1), np.float32))
