@@ -240,8 +240,17 @@ def _bfloat16_copy(km, arch: str, n_classes: int):
         return None
 
 
-def _read_card(path: Path | str | None) -> tuple[Path, dict, tuple[str, ...], int, str]:
-    """An artifact's validated card: (path of the .keras, card, classes, input size, model id)."""
+def load_model(path: Path | str | None = None, precision: str = "float32") -> LoadedModel:
+    """Load and validate an artifact (default: the shipped FER2013 model).
+
+    `precision` is the inference precision: float32 (the artifact as saved), bfloat16, or auto:
+    bfloat16 where the CPU has it natively and it measured at least BF16_MIN_SPEEDUP faster here
+    (`_bfloat16_pays_off`), else float32. bf16 applies to batchemo's own architectures only.
+
+    Refuses, with a ModelError saying why, an artifact without its JSON card, whose file does not
+    match the card's checksum, or whose output size/input shape disagree with the card.
+    """
+    keras = import_keras()
     path = Path(path) if path else DEFAULT_MODEL
     if path.suffix != ".keras":
         path = path.with_suffix(".keras")
@@ -260,21 +269,6 @@ def _read_card(path: Path | str | None) -> tuple[Path, dict, tuple[str, ...], in
     if meta.get("sha256") and meta["sha256"] != file_digest(path):
         raise ModelError(f"{path}: checksum does not match its card {card_path.name} "
                          "(the .keras file was replaced or corrupted)")
-    return path, meta, classes, size, meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
-
-
-def load_model(path: Path | str | None = None, precision: str = "float32") -> LoadedModel:
-    """Load and validate an artifact (default: the shipped FER2013 model).
-
-    `precision` is the inference precision: float32 (the artifact as saved), bfloat16, or auto:
-    bfloat16 where the CPU has it natively and it measured at least BF16_MIN_SPEEDUP faster here
-    (`_bfloat16_pays_off`), else float32. bf16 applies to batchemo's own architectures only.
-
-    Refuses, with a ModelError saying why, an artifact without its JSON card, whose file does not
-    match the card's checksum, or whose output size/input shape disagree with the card.
-    """
-    path, meta, classes, size, model_id = _read_card(path)
-    keras = import_keras()
     try:
         km = keras.saving.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for a bad zip/config
@@ -284,6 +278,7 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
     if km.output_shape[-1] != len(classes):
         raise ModelError(f"{path}: {km.output_shape[-1]} outputs but card lists {len(classes)} "
                          f"classes ({', '.join(classes)})")
+    model_id = meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     arch = meta.get("arch")

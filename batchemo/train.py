@@ -26,7 +26,7 @@ from .datasets import (
 )
 from .errors import ConfigError, DatasetError
 from .evaluate import predict_probs, score
-from .infer import MIRROR_BELOW
+from .infer import MIRROR_BELOW, unsure
 from .model import (
     ARCHS,
     INPUT_SIZE,
@@ -365,8 +365,8 @@ def fit_temperature(model, val: Split, tta: bool) -> float:
     are mirrored depends on T), folded into `model`'s output layer: softmax(z / T) is softmax of
     the layer with weights / T."""
     out = model.layers[-1]
-    plain, mirror = (np.log(np.maximum(predict_probs(model, x), 1e-12))
-                     for x in (val.x, val.x[:, :, ::-1]))
+    plain = np.log(np.maximum(predict_probs(model, val.x), 1e-12))
+    mirror = np.log(np.maximum(predict_probs(model, val.x[:, :, ::-1]), 1e-12)) if tta else None
 
     def softmax(z: np.ndarray) -> np.ndarray:
         e = np.exp(z - z.max(1, keepdims=True))
@@ -375,7 +375,7 @@ def fit_temperature(model, val: Split, tta: bool) -> float:
     def log_loss(t: float) -> float:
         p = softmax(plain / t)
         if tta:
-            need = p.max(1) < MIRROR_BELOW
+            need = unsure(p)
             p[need] = (p[need] + softmax(mirror[need] / t)) / 2
         return float(-np.log(np.maximum(p[np.arange(len(val)), val.y], 1e-12)).mean())
 
