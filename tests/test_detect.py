@@ -103,6 +103,21 @@ def test_deterministic():
         np.testing.assert_array_equal(x.landmarks, y.landmarks)
 
 
+@pytest.mark.parametrize("name", BLAZEFACES)
+def test_model_input_is_the_letterboxed_rgb_frame_in_minus_one_to_one(name):
+    det = get_detector(name)
+    frame = np.random.default_rng(3).integers(0, 256, (360, 640, 3), np.uint8)
+    for image in (frame, frame[::-1].copy()):  # the second reuses the first's buffers
+        x, sx, sy, px, py = det._model_input(image)
+        canvas = np.zeros((det.size, det.size, 3), np.uint8)
+        thumb = cv2.resize(image, (det.size, round(360 * det.size / 640)),
+                           interpolation=cv2.INTER_AREA)
+        canvas[py:py + thumb.shape[0]] = thumb
+        expected = canvas[None, :, :, ::-1].astype(np.float32) * (1 / 127.5) - 1.0
+        assert x.dtype == np.float32 and px == 0 and sx == sy == det.size / 640
+        np.testing.assert_array_equal(x, expected)
+
+
 def test_gray_input():
     img = frame_with_faces([(250, 100, 140)])
     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
