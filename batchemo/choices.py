@@ -5,7 +5,7 @@ these, as tests/test_tables.py checks)."""
 DETECTORS: tuple[str, ...] = ("blazeface", "blazeface-full", "haar")
 ENGINES = ("local", "ray")
 ARCHS = ("default", "seed")
-PRECISIONS = ("auto", "float32", "bfloat16")  # inference (run, evaluate)
+PRECISIONS = ("auto", "float32", "bfloat16", "int8")  # inference (run, evaluate)
 TRAIN_PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 AUGMENTS = ("layers", "gather")
 DEGRADATIONS = ("24px", "16px", "jpeg30", "16px+jpeg30")

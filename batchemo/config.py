@@ -93,6 +93,9 @@ class TrainConfig:
                            "more of the start's clean accuracy at some cost to what the "
                            "fine-tuning taught. BatchNorm statistics and the temperature are "
                            "fitted after the mix.", min=0.0, max=0.99)
+    int8: bool = opt(False, "Also write an int8 copy of the model beside it (name.int8.tflite, "
+                     "activation ranges from 500 training faces) for `run --precision int8`: "
+                     "about a quarter of the CPU per face, probabilities slightly different.")
     calibrate: bool = opt(True, "Fit one softmax temperature on the validation split after "
                           "training (minimum log-loss, flip TTA as `run` uses it) and fold it into "
                           "the output layer; the card records it.")
@@ -142,8 +145,9 @@ class EvaluateConfig:
     tta: bool = opt(True, "Average predictions over the face and its mirror image where the model "
                     "is unsure, as `run` does (the card's threshold; every face for older cards).")
     batch_size: int = opt(256, "Inference batch size.", min=1, max=8192)
-    precision: str = opt("float32", "Inference precision: float32 (the reference), bfloat16, or "
-                         "auto (bfloat16 where the CPU has it natively, as `run` does).",
+    precision: str = opt("float32", "Inference precision: float32 (the reference), bfloat16, "
+                         "auto (bfloat16 where the CPU has it natively, as `run` does), or int8 "
+                         "(the model's int8 copy, if it has one).",
                          choices=PRECISIONS)
     degrade: list[str] = opt([], "Also score the faces degraded as small or compressed faces in "
                              "video are (repeat for several): Npx = downscaled to NxN (area) and "
@@ -311,7 +315,10 @@ class RunConfig:
     precision: str = opt("auto", "Inference precision: auto = bfloat16 where the CPU has it natively "
                          "(AVX512-BF16/AMX) and a one-off timing, cached in ~/.cache/batchemo/"
                          "precision.json, found it 1.25x faster (FER2013 accuracy unchanged; see "
-                         "the README), else float32; or force float32 or bfloat16.",
+                         "the README), else float32; or force float32 or bfloat16; or int8: "
+                         "the model's int8 copy through LiteRT (a quarter of float32's CPU per "
+                         "face and no TensorFlow import; probabilities differ slightly, see the "
+                         "README).",
                          choices=PRECISIONS)
     workers: int = opt(-1, "Decode/detect worker processes; 0 = in the main process; -1 = auto "
                        "(one per CPU core beyond the one running the model, at least 1). With "

@@ -47,14 +47,14 @@ def predict_probs(model, x: np.ndarray, batch_size: int = 256, tta: bool = False
     """Probabilities for uint8 faces (N, s, s, 1); `tta` as `run` applies it (predict_tta): the
     artifact's threshold for a LoadedModel, today's for a Keras model being trained."""
     loaded = isinstance(model, LoadedModel)
-    keras_model = model.keras_model if loaded else model
     below = mirror_below(model.meta) if loaded else MIRROR_BELOW
+    predict = model.predict if loaded else (
+        lambda v: np.asarray(model.predict_on_batch(v), np.float32))
     out = []
     for i in range(0, len(x), batch_size):
-        b = x[i:i + batch_size].astype(np.float32)
-        out.append(predict_tta(lambda v: np.asarray(keras_model.predict_on_batch(v), np.float32),
-                               b, tta, below))
-    return np.concatenate(out) if out else np.zeros((0, keras_model.output_shape[-1]), np.float32)
+        out.append(predict_tta(predict, x[i:i + batch_size].astype(np.float32), tta, below))
+    n_classes = len(model.classes) if loaded else model.output_shape[-1]
+    return np.concatenate(out) if out else np.zeros((0, n_classes), np.float32)
 
 
 def _finite(v: float) -> float | None:

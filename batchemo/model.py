@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import platform
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ._quiet import fd2_silenced
 from ._tf import import_keras
 from .atomic import atomic_write
 from .config import _cache_dir
@@ -20,7 +24,7 @@ from .errors import ModelError
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "fer2013-default.keras"
 ARCHS = ("default", "seed")
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16", "int8")
 INPUT_SIZE = {"default": 48, "seed": 128}
 
 
@@ -97,9 +101,12 @@ class LoadedModel:
     path: Path
     meta: dict = field(default_factory=dict)
     precision: str = "float32"
+    int8: object = None  # precision int8: the LiteRT copy's predict (keras_model is then None)
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """Class probabilities for a (N, size, size, 1) batch, one graph call (no per-call setup)."""
+        if self.int8 is not None:
+            return self.int8(faces)
         return np.asarray(self.keras_model.predict_on_batch(faces), dtype=np.float32)
 
 
@@ -159,6 +166,72 @@ def save_artifact(model, path: Path, meta: dict) -> dict:
     with atomic_write(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(card, indent=2) + "\n")
     return {**card, "path": str(path)}
+
+
+def quantize(path: Path | str, faces: np.ndarray, n: int = 500, seed: int = 0) -> dict:
+    """Write the artifact's int8 copy beside it (`name.int8.tflite`: weights and activations
+    int8, float32 in and out, for `--precision int8`) with activation ranges from `n` of `faces`
+    (training faces, drawn with `seed`), and record it in the card. Returns the card entry."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    model = load_model(path)
+    pick = np.random.default_rng(seed).choice(len(faces), min(n, len(faces)), replace=False)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model.keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([faces[i][None].astype(np.float32)] for i in pick)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.float32
+    with fd2_silenced(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        # the converter's chatter, and its warning that a float32 input has no int8 statistics
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs")
+        flat = converter.convert()
+    out = _int8_path(model.path)
+    with atomic_write(out) as tmp:
+        tmp.write_bytes(flat)
+    entry = {"file": out.name, "sha256": file_digest(out),
+             "calibration": f"{len(pick)} faces drawn with seed {seed}",
+             "converter": f"tensorflow {tf.__version__}"}
+    card_path = model.path.with_suffix(".json")
+    with atomic_write(card_path) as tmp:
+        tmp.write_text(json.dumps({**model.meta, "int8": entry}, indent=2) + "\n")
+    return entry
+
+
+def _int8_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.int8.tflite")
+
+
+def _int8_predict(path: Path, meta: dict):
+    """predict(faces) through the card's int8 copy of the artifact at `path` (LiteRT)."""
+    entry = meta.get("int8")
+    file = _int8_path(path)
+    if not entry or not file.is_file():
+        raise ModelError(f"{path}: no int8 copy (make one with batchemo.model.quantize or "
+                         "`batchemo train --int8`); use --precision float32 or auto")
+    if entry.get("sha256") != file_digest(file):
+        raise ModelError(f"{file}: checksum does not match its card (replaced or corrupted)")
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+    with fd2_silenced():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
+        interp = Interpreter(model_path=str(file), num_threads=os.cpu_count() or 1)
+        interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    size, n_classes = int(meta["input_size"]), len(meta["classes"])
+    if tuple(inp["shape"][1:]) != (size, size, 1) or out["shape"][-1] != n_classes:
+        raise ModelError(f"{file}: takes {tuple(inp['shape'][1:])} and gives {out['shape'][-1]} "
+                         f"classes; the card says {size}x{size}x1 and {n_classes}")
+    shape = [tuple(inp["shape"])]
+
+    def predict(faces: np.ndarray) -> np.ndarray:
+        if shape[0] != faces.shape:  # batches keep one size in run; resize when it changes
+            interp.resize_tensor_input(inp["index"], faces.shape)
+            interp.allocate_tensors()
+            shape[0] = faces.shape
+        interp.set_tensor(inp["index"], np.ascontiguousarray(faces, np.float32))
+        interp.invoke()
+        probs = interp.get_tensor(out["index"])  # steps of 1/256: their sum is off by up to 1 %
+        return probs / probs.sum(axis=1, keepdims=True)
+    return predict
 
 
 def _tf_version() -> str | None:
@@ -250,7 +323,6 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
     Refuses, with a ModelError saying why, an artifact without its JSON card, whose file does not
     match the card's checksum, or whose output size/input shape disagree with the card.
     """
-    keras = import_keras()
     path = Path(path) if path else DEFAULT_MODEL
     if path.suffix != ".keras":
         path = path.with_suffix(".keras")
@@ -269,6 +341,13 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
     if meta.get("sha256") and meta["sha256"] != file_digest(path):
         raise ModelError(f"{path}: checksum does not match its card {card_path.name} "
                          "(the .keras file was replaced or corrupted)")
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    model_id = meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
+    if precision == "int8":  # LiteRT alone: TensorFlow is not imported
+        return LoadedModel(None, classes, size, model_id, path, meta, "int8",
+                           _int8_predict(path, meta))
+    keras = import_keras()
     try:
         km = keras.saving.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for a bad zip/config
@@ -278,9 +357,6 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
     if km.output_shape[-1] != len(classes):
         raise ModelError(f"{path}: {km.output_shape[-1]} outputs but card lists {len(classes)} "
                          f"classes ({', '.join(classes)})")
-    model_id = meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
-    if precision not in PRECISIONS:
-        raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     arch = meta.get("arch")
     fast = None
     if arch in ARCHS and (precision == "bfloat16" or (precision == "auto" and native_bfloat16())):

@@ -35,6 +35,7 @@ from .model import (
     float32_copy,
     load_model,
     native_bfloat16,
+    quantize,
     rebuild,
     save_artifact,
 )
@@ -262,6 +263,8 @@ def finish(cfg: TrainConfig, model, train_s: Split, val_s: Split, test_s: Split 
             f" ({cfg.test_only})" if cfg.test_only else "")
         meta["test"] = test
     card = save_artifact(model, Path(cfg.out), meta)
+    if cfg.int8:
+        card["int8"] = quantize(card["path"], train_s.x, seed=cfg.seed)
     shutil.copyfile(history, Path(card["path"]).with_suffix(".history.csv"))
     return card
 

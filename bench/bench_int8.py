@@ -1,11 +1,11 @@
-"""Would int8 inference make `run` fast enough on CPUs without native bf16? A measurement for
-issue #16 (part 3), not a feature: `run` does not use int8.
+"""What int8 inference (`run --precision int8`) costs and saves against TensorFlow float32 and
+bfloat16: CPU per face and accuracy, with a fresh int8 copy of the model.
 
     python bench/bench_int8.py [--model PATH] [--calibration 500] [--runs 5] [--only GLOB]
 
-Converts the model (default: the shipped one) to a fully int8 LiteRT model (TensorFlow's
-converter, weights and activations int8, float32 in and out; activation ranges from
---calibration training faces of ../shared FER2013, seeded), then, in this one invocation:
+Makes an int8 copy of the model (default: the shipped one) as `train --int8` does
+(`batchemo.model.quantize`: weights and activations int8, float32 in and out, activation ranges
+from --calibration training faces of ../shared FER2013, seed 0), then, in this invocation:
 
   speed      CPU milliseconds per face at batch 64 (process time, median of --runs, one run =
              640 faces): TensorFlow float32 (what `run` uses without native bf16), TensorFlow
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -35,17 +36,6 @@ import numpy as np  # noqa: E402
 from common import SHARED, median, resolve_model  # noqa: E402
 
 BATCH = 64
-
-
-def int8_model(keras_model, faces: np.ndarray, path: Path) -> None:
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([f[None].astype(np.float32)] for f in faces)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.float32
-    path.write_bytes(conv.convert())
 
 
 def float_model(keras_model, path: Path) -> None:
@@ -111,23 +101,24 @@ def main() -> None:
         sys.exit(f"no FER2013 at {data}: this benchmark needs ../shared")
 
     from batchemo.datasets import load_folder
-    from batchemo.model import load_model, native_bfloat16
+    from batchemo.model import load_model, native_bfloat16, quantize
 
     path, how = resolve_model(args.model)
     print(f"{how}; CPU has native bf16: {native_bfloat16()}; "
           f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '-')}")
     train = load_folder(data / "train", 48)
     test = load_folder(data / "test", 48, only=args.only)
-    pick = np.random.default_rng(0).choice(len(train.x), args.calibration, replace=False)
     f32 = load_model(path, "float32")
     with tempfile.TemporaryDirectory() as tmp:
-        q8, lf32 = Path(tmp) / "int8.tflite", Path(tmp) / "float32.tflite"
-        int8_model(f32.keras_model, train.x[pick], q8)
+        copy, lf32 = Path(tmp) / "m.keras", Path(tmp) / "float32.tflite"
+        for suffix in (".keras", ".json"):
+            shutil.copy(path.with_suffix(suffix), copy.with_suffix(suffix))
+        entry = quantize(copy, train.x, n=args.calibration, seed=0)  # as `train --int8` does
         float_model(f32.keras_model, lf32)
-        print(f"int8 model {q8.stat().st_size / 2**20:.1f} MiB "
-              f"(calibrated on {args.calibration} training faces)")
+        print(f"int8 copy {(copy.parent / entry['file']).stat().st_size / 2**20:.1f} MiB "
+              f"(calibrated on {entry['calibration']})")
         ways = {"TensorFlow float32": batched(f32.predict), "LiteRT float32": litert_predict(lf32),
-                "LiteRT int8": litert_predict(q8)}
+                "LiteRT int8": batched(load_model(copy, "int8").predict)}
         if native_bfloat16():
             ways["TensorFlow bfloat16"] = batched(load_model(path, "bfloat16").predict)
         x = train.x[:640].astype(np.float32)

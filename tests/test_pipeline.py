@@ -145,6 +145,33 @@ def test_precision_is_a_setting_and_bfloat16_agrees_with_float32(tmp_path, make_
     assert applied == ["float32", "bfloat16"]
 
 
+def test_int8_precision_runs_the_models_int8_copy(tmp_path, make_image, random_model):
+    import shutil
+
+    from batchemo.model import quantize
+
+    for suffix in (".keras", ".json"):  # a copy: the fixture is shared
+        shutil.copy(random_model.with_suffix(suffix), tmp_path / f"m{suffix}")
+    model = tmp_path / "m.keras"
+    faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48, 1), np.uint8)
+    quantize(model, faces, n=32)
+    for i in range(2):
+        make_image(f"in/{i}.png", size=(160, 300), faces=faces_at(2))
+    out = tmp_path / "res.parquet"
+    run(run_cfg([tmp_path / "in"], out, model, precision="float32"))
+    f32 = comparable(read(out))
+    second = run(run_cfg([tmp_path / "in"], out, model, precision="int8"))
+    assert second.files_changed == 2  # another precision is another setting: reprocessed
+    q = comparable(read(out))
+    p = [c for c in f32 if c.startswith("p_")]
+    derived = p + ["emotion", "confidence"]  # the random model's near-ties may flip
+    pd.testing.assert_frame_equal(f32.drop(columns=derived), q.drop(columns=derived))
+    assert 0 < np.abs(f32[p].to_numpy() - q[p].to_numpy()).max() < 0.1
+    assert np.allclose(q[p].sum(axis=1), 1, atol=1e-5)
+    applied = [json.loads(r)["precision"] for r in read(out, "runs").settings]
+    assert applied == ["float32", "int8"]
+
+
 def test_csv_and_directory_outputs(tmp_path, make_image, make_video, random_model):
     make_image("in/a.png", size=(160, 200), faces=faces_at(1))
     make_video("in/v.mp4", seconds=1, fps=10, size=(160, 200), faces_fn=lambda i, t: faces_at(1))

@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,22 @@ def test_shipped_model_scores_the_stated_accuracy_on_private_test():
                                 only="PrivateTest_*"))
     assert r["n"] == 3589
     assert round(r["accuracy"] * 100, 2) == stated_accuracy()
+
+
+def test_shipped_int8_copy_loads_without_tensorflow():
+    code = ("import sys; from batchemo.model import load_model; m = load_model(precision='int8'); "
+            "print(m.precision, 'tensorflow' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["int8", "False"] and not r.stderr  # nor LiteRT's delegate line
+    int8 = DEFAULT_MODEL.with_name(json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+                                   ["int8"]["file"])
+    assert DEFAULT_MODEL.stat().st_size + int8.stat().st_size <= 16 * 2**20
+
+
+@needs_shared
+@pytest.mark.slow
+def test_shipped_int8_copy_scores_the_stated_accuracy_on_private_test():
+    stated = float(re.search(r"int8 \(`--precision int8`[^|]*\| (\d+\.\d+) %", README).group(1))
+    r = evaluate(EvaluateConfig(data=SHARED / "data" / "fer2013" / "test",
+                                only="PrivateTest_*", precision="int8"))
+    assert r["n"] == 3589 and round(r["accuracy"] * 100, 2) == stated

@@ -339,3 +339,26 @@ def test_keep_init_mixes_the_starting_weights_back(trained, tmp_path):
     with pytest.raises(ConfigError, match="--keep-init"):
         train(TrainConfig(data=cfg.data, out=tmp_path / "x.keras", keep_init=0.5,
                           work_dir=tmp_path / "w2"))
+
+
+def test_int8_copy_predicts_like_the_float32_model(trained, tmp_path):
+    cfg, _ = trained
+    with pytest.raises(ModelError, match="no int8 copy"):
+        load_model(cfg.out, "int8")
+    out = tmp_path / "q.keras"
+    card = train(TrainConfig(data=cfg.data, out=out, init=cfg.out, epochs=1, batch_size=16,
+                             work_dir=tmp_path / "w", test_only="PrivateTest_*", int8=True))
+    assert card["int8"]["file"] == "q.int8.tflite" and (tmp_path / "q.int8.tflite").is_file()
+    assert json.loads(out.with_suffix(".json").read_text())["int8"] == card["int8"]
+    q, ref = load_model(out, "int8"), load_model(out, "float32")
+    assert q.precision == "int8" and q.keras_model is None and q.model_id == ref.model_id
+    import cv2
+
+    files = sorted(Path(cfg.data, "test").rglob("*.png"))
+    x = np.stack([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files])[..., None]
+    a, b = predict_probs(ref, x), predict_probs(q, x)
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9 and np.abs(a - b).max() < 0.2
+    assert np.allclose(b.sum(1), 1, atol=1e-5)
+    (tmp_path / "q.int8.tflite").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="checksum"):
+        load_model(out, "int8")
