@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--detector", default="blazeface-full")
     ap.add_argument("--batch-size", type=int, help="passed to batchemo run (default: its own)")
-    ap.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
+    ap.add_argument("--precision", choices=["auto", "float32", "bfloat16", "int8"],
                     help="passed to batchemo run (default: its own, auto)")
     ap.add_argument("--no-bf16", action="store_true",
                     help="as on a CPU without native bf16: BATCHEMO_NO_BF16=1, oneDNN (TensorFlow's "
