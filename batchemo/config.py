@@ -146,8 +146,8 @@ class EvaluateConfig:
                     "is unsure, as `run` does (the card's threshold; every face for older cards).")
     batch_size: int = opt(256, "Inference batch size.", min=1, max=8192)
     precision: str = opt("float32", "Inference precision: float32 (the reference), bfloat16, "
-                         "auto (bfloat16 where the CPU has it natively, as `run` does), or int8 "
-                         "(the model's int8 copy, if it has one).",
+                         "int8 (the model's int8 copy, if it has one) or auto (as `run` chooses: "
+                         "bfloat16 where the CPU has it natively, else int8 or float32).",
                          choices=PRECISIONS)
     degrade: list[str] = opt([], "Also score the faces degraded as small or compressed faces in "
                              "video are (repeat for several): Npx = downscaled to NxN (area) and "
@@ -315,10 +315,10 @@ class RunConfig:
     precision: str = opt("auto", "Inference precision: auto = bfloat16 where the CPU has it natively "
                          "(AVX512-BF16/AMX) and a one-off timing, cached in ~/.cache/batchemo/"
                          "precision.json, found it 1.25x faster (FER2013 accuracy unchanged; see "
-                         "the README), else float32; or force float32 or bfloat16; or int8: "
-                         "the model's int8 copy through LiteRT (a quarter of float32's CPU per "
-                         "face and no TensorFlow import; probabilities differ slightly, see the "
-                         "README).",
+                         "the README); else int8, the model's int8 copy through LiteRT (a "
+                         "quarter of float32's CPU per face, no TensorFlow import, the same "
+                         "accuracy within noise), or float32 for a model without one; or force "
+                         "float32, bfloat16 or int8. An output keeps what its first run chose.",
                          choices=PRECISIONS)
     workers: int = opt(-1, "Decode/detect worker processes; 0 = in the main process; -1 = auto "
                        "(one per CPU core beyond the one running the model, at least 1). With "

@@ -316,9 +316,11 @@ def _bfloat16_copy(km, arch: str, n_classes: int):
 def load_model(path: Path | str | None = None, precision: str = "float32") -> LoadedModel:
     """Load and validate an artifact (default: the shipped FER2013 model).
 
-    `precision` is the inference precision: float32 (the artifact as saved), bfloat16, or auto:
-    bfloat16 where the CPU has it natively and it measured at least BF16_MIN_SPEEDUP faster here
-    (`_bfloat16_pays_off`), else float32. bf16 applies to batchemo's own architectures only.
+    `precision` is the inference precision: float32 (the artifact as saved), bfloat16, int8 (the
+    card's int8 copy, through LiteRT), or auto: bfloat16 where the CPU has it natively and it
+    measured at least BF16_MIN_SPEEDUP faster here (`_bfloat16_pays_off`); elsewhere int8 if
+    the artifact has an int8 copy (float32 ran a third slower there for the same accuracy), else
+    float32. bf16 applies to batchemo's own architectures only.
 
     Refuses, with a ModelError saying why, an artifact without its JSON card, whose file does not
     match the card's checksum, or whose output size/input shape disagree with the card.
@@ -344,6 +346,8 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     model_id = meta.get("model_id") or f"{path.stem}-{file_digest(path)[:12]}"
+    if precision == "auto" and meta.get("int8") and not native_bfloat16():
+        precision = "int8"
     if precision == "int8":  # LiteRT alone: TensorFlow is not imported
         return LoadedModel(None, classes, size, model_id, path, meta, "int8",
                            _int8_predict(path, meta))

@@ -676,7 +676,9 @@ def test_item18_noop_rerun_does_not_load_the_model(tmp_path, make_image, make_vi
 def test_item18_noop_rerun_of_the_shared_media_takes_under_3_seconds(tmp_path, shared_media):
     out = tmp_path / "res.parquet"
     first = _noop_rerun(shared_media, out, None, fps=1.0)
-    assert first["tf"] is True and first["code"] == 0
+    # The shipped model runs on TensorFlow, or (auto without native bf16) on its int8 copy
+    # without importing it: either way the first run classifies every face.
+    assert first["code"] == 0 and first["unchanged"] == 0
     again = _noop_rerun(shared_media, out, None, fps=1.0)
     assert again["tf"] is False and again["unchanged"] >= 10 and again["code"] == 0
     assert again["seconds"] <= 3.0
