@@ -200,12 +200,15 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, engine: Engi
     tta = bool(cfg.tta and card.tta)
     tta_key = card.tta_setting(tta)
     precision_key = f"precision:{card.model_id}:{cfg.precision}"  # how "auto" resolved here
-    precision = model.precision if model else ledger.get_meta(precision_key)
+    resolved = ledger.get_meta(precision_key)
+    precision = model.precision if model else resolved
     sid = settings_id(cfg, card.model_id, tta_key, precision) if precision else None
     todo, new_keys = plan(cfg, ledger, store, sid, result, run_id, card.model_id,
                           failures.report) if sid else ([], set())
     if sid is None or todo:
-        model = model or _load(cfg)
+        # An output keeps the precision "auto" first resolved to: a new rule (or a new int8
+        # copy of the model) must not reprocess an archive.
+        model = model or _load(cfg, resolved)
         precision = model.precision
         ledger.set_meta(precision_key, precision)
         if settings_id(cfg, model.model_id, tta_key, precision) != sid:  # first run, or changed
@@ -361,9 +364,9 @@ def compact(out: Path | str, wait: float = 0.0) -> int:
             ledger.close()
 
 
-def _load(cfg: RunConfig):
+def _load(cfg: RunConfig, precision: str | None = None):
     # TensorFlow's import and the model's load take seconds: say so, the terminal is not hung.
     log.info("loading the model (%s)…", cfg.model or "shipped FER2013 model")
-    return load_model(cfg.model, cfg.precision)
+    return load_model(cfg.model, precision or cfg.precision)
 
 

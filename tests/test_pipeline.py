@@ -172,6 +172,30 @@ def test_int8_precision_runs_the_models_int8_copy(tmp_path, make_image, random_m
     assert applied == ["float32", "int8"]
 
 
+def test_an_output_keeps_the_precision_auto_chose_first(tmp_path, make_image, random_model,
+                                                        monkeypatch):
+    import shutil
+
+    from batchemo import model as model_mod
+    from batchemo.model import quantize
+
+    monkeypatch.setattr(model_mod, "native_bfloat16", lambda: False)
+    for suffix in (".keras", ".json"):
+        shutil.copy(random_model.with_suffix(suffix), tmp_path / f"m{suffix}")
+    model = tmp_path / "m.keras"
+    make_image("in/0.png", size=(160, 300), faces=faces_at(2))
+    out = tmp_path / "res.parquet"
+    run(run_cfg([tmp_path / "in"], out, model))  # auto: float32, the model has no int8 copy
+    quantize(model, np.random.default_rng(0).integers(0, 256, (32, 48, 48, 1), np.uint8), n=16)
+    make_image("in/1.png", size=(160, 300), faces=faces_at(2))
+    again = run(run_cfg([tmp_path / "in"], out, model))
+    assert (again.files_new, again.files_changed, again.files_unchanged) == (1, 0, 1)
+    assert [json.loads(r)["precision"] for r in read(out, "runs").settings] == ["float32"] * 2
+    fresh = tmp_path / "fresh.parquet"  # a new output takes today's choice
+    run(run_cfg([tmp_path / "in"], fresh, model))
+    assert json.loads(read(fresh, "runs").settings[0])["precision"] == "int8"
+
+
 def test_csv_and_directory_outputs(tmp_path, make_image, make_video, random_model):
     make_image("in/a.png", size=(160, 200), faces=faces_at(1))
     make_video("in/v.mp4", seconds=1, fps=10, size=(160, 200), faces_fn=lambda i, t: faces_at(1))

@@ -120,6 +120,25 @@ def test_ray_rows_equal_local_rows(tmp_path, make_image, make_video, make_text_a
 
 
 @pytest.mark.slow
+def test_ray_actors_run_the_int8_copy_the_driver_chose(tmp_path, make_image, random_model,
+                                                       local_ray):
+    from batchemo.model import quantize
+
+    for suffix in (".keras", ".json"):  # a copy: the fixture is shared
+        shutil.copy(random_model.with_suffix(suffix), tmp_path / f"m{suffix}")
+    model = tmp_path / "m.keras"
+    quantize(model, np.random.default_rng(0).integers(0, 256, (32, 48, 48, 1), np.uint8), n=16)
+    make_image("in/a.png", size=(160, 300), faces=faces_at(2))
+    a, b = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    run(cfg_for(tmp_path / "in", a, model, precision="int8"))
+    remote = run(cfg_for(tmp_path / "in", b, model, precision="int8", engine="ray"))
+    assert remote.exit_code == 0 and remote.faces == 2
+    assert_same_outputs(a, b)
+    runs = pq.read_table(OutputPaths.from_out(b).table("runs")).to_pandas()
+    assert '"precision": "int8"' in runs.settings[0]
+
+
+@pytest.mark.slow
 def test_ray_reruns_are_incremental(tmp_path, make_image, make_video, make_text_as_jpg,
                                     random_model, local_ray):
     make_archive(make_image, make_video, make_text_as_jpg)

@@ -244,8 +244,10 @@ def _dataset(ray, job: EngineJob):
     # MediaItems travel pickled: paths need not be valid UTF-8 (Arrow strings must be).
     items = [{"idx": i, "item": pickle.dumps(task.item)} for i, task in enumerate(todo)]
     path = Path(model.path)
-    artifact = {path.name: path.read_bytes(),
-                path.with_suffix(".json").name: path.with_suffix(".json").read_bytes()}
+    files = [path, path.with_suffix(".json")]
+    if model.precision == "int8":
+        files.append(path.with_name(model.meta["int8"]["file"]))
+    artifact = {f.name: f.read_bytes() for f in files}
     attempts = ray.remote(num_cpus=0)(_Attempts).remote()
     return (ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
             .map_batches(_detect_crop, batch_size=1, batch_format="numpy",
