@@ -320,8 +320,8 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
     card's int8 copy, through LiteRT), or auto: bfloat16 where the CPU has it natively and it
     measured at least BF16_MIN_SPEEDUP faster here (`_bfloat16_pays_off`); elsewhere int8 if
     the artifact has an int8 copy (whole runs took a third less time than float32 there, with
-    the same accuracy within noise), else
-    float32. bf16 applies to batchemo's own architectures only.
+    the same accuracy within noise), else float32. bf16 applies to batchemo's own architectures
+    only.
 
     Refuses, with a ModelError saying why, an artifact without its JSON card, whose file does not
     match the card's checksum, or whose output size/input shape disagree with the card.
