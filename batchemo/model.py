@@ -185,7 +185,7 @@ def quantize(path: Path | str, faces: np.ndarray, n: int = 500, seed: int = 0) -
         # the converter's chatter, and its warning that a float32 input has no int8 statistics
         warnings.filterwarnings("ignore", "Statistics for quantized inputs")
         flat = converter.convert()
-    out = _int8_path(model.path)
+    out = model.path.with_name(f"{model.path.stem}.int8.tflite")
     with atomic_write(out) as tmp:
         tmp.write_bytes(flat)
     entry = {"file": out.name, "sha256": file_digest(out),
@@ -197,15 +197,11 @@ def quantize(path: Path | str, faces: np.ndarray, n: int = 500, seed: int = 0) -
     return entry
 
 
-def _int8_path(path: Path) -> Path:
-    return path.with_name(f"{path.stem}.int8.tflite")
-
-
 def _int8_predict(path: Path, meta: dict):
     """predict(faces) through the card's int8 copy of the artifact at `path` (LiteRT)."""
-    entry = meta.get("int8")
-    file = _int8_path(path)
-    if not entry or not file.is_file():
+    entry = meta.get("int8")  # the card names the copy: run and the Ray engine read it there
+    file = path.with_name(entry["file"]) if entry else None
+    if file is None or not file.is_file():
         raise ModelError(f"{path}: no int8 copy (make one with batchemo.model.quantize or "
                          "`batchemo train --int8`); use --precision float32 or auto")
     if entry.get("sha256") != file_digest(file):
@@ -318,10 +314,10 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
 
     `precision` is the inference precision: float32 (the artifact as saved), bfloat16, int8 (the
     card's int8 copy, through LiteRT), or auto: bfloat16 where the CPU has it natively and it
-    measured at least BF16_MIN_SPEEDUP faster here (`_bfloat16_pays_off`); elsewhere int8 if
-    the artifact has an int8 copy (whole runs took a third less time than float32 there, with
-    the same accuracy within noise), else float32. bf16 applies to batchemo's own architectures
-    only.
+    measured at least BF16_MIN_SPEEDUP faster here (`_bfloat16_pays_off`); on a CPU without
+    native bf16, int8 if the artifact has an int8 copy (whole runs took a third less time than
+    float32 there, with the same accuracy within noise); else float32. bf16 applies to
+    batchemo's own architectures only.
 
     Refuses, with a ModelError saying why, an artifact without its JSON card, whose file does not
     match the card's checksum, or whose output size/input shape disagree with the card.

@@ -51,6 +51,8 @@ from common import (  # noqa: E402
     video_seconds,
 )
 
+from batchemo.choices import PRECISIONS  # noqa: E402
+
 SUMMARY = re.compile(r"(\d+) frames, (\d+) faces, (\d+) errors, ([\d.]+) s")
 GB = 1.5 * 1000**3  # the requirement's 1.5 GB, decimal; also shown in MiB
 
@@ -177,12 +179,12 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--detector", default="blazeface-full")
     ap.add_argument("--batch-size", type=int, help="passed to batchemo run (default: its own)")
-    ap.add_argument("--precision", choices=["auto", "float32", "bfloat16", "int8"],
+    ap.add_argument("--precision", choices=PRECISIONS,
                     help="passed to batchemo run (default: its own, auto)")
     ap.add_argument("--no-bf16", action="store_true",
                     help="as on a CPU without native bf16: BATCHEMO_NO_BF16=1, oneDNN (TensorFlow's "
                          "kernels) held to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2); --precision auto then "
-                         "resolves to float32")
+                         "resolves to int8 (float32 for a model without an int8 copy)")
     ap.add_argument("--interval", type=float, default=0.05, help="RSS poll interval, seconds")
     ap.add_argument("--skip-short", action="store_true", help="long video only (no growth check)")
     ap.add_argument("--profile", type=int, metavar="W", help="also profile one run, --workers W")
@@ -199,8 +201,8 @@ def main() -> None:
     load0 = os.getloadavg()
     print(f"bench_run: {os.cpu_count()} CPUs, load average {load0[0]:.2f} {load0[1]:.2f} "
           f"{load0[2]:.2f} at start, OpenCV {cv2.__version__}, python {sys.version.split()[0]}"
-          + (", --no-bf16: float32, oneDNN held to AVX2 (LiteRT and OpenCV keep their own "
-             "kernels)" if args.no_bf16 else ""))
+          + (", --no-bf16: auto = int8 (or float32), oneDNN held to AVX2 (LiteRT and OpenCV "
+             "keep their own kernels)" if args.no_bf16 else ""))
     if load0[0] > 0.5:
         print("WARNING: the machine is busy (1-min load > 0.5): these are not idle-machine figures")
     model, model_line = resolve_model(args.model)
