@@ -80,15 +80,6 @@ def cpu_ms_per_face(predict, x: np.ndarray, runs: int) -> float:
     return median(times)
 
 
-def selective_tta(predict, x: np.ndarray) -> np.ndarray:
-    from batchemo.infer import MIRROR_BELOW, unsure
-
-    p = predict(x)
-    need = unsure(p, MIRROR_BELOW)
-    p[need] = (p[need] + predict(x[need][:, :, ::-1])) / 2
-    return p
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="model artifact (default: the shipped one)")
@@ -101,6 +92,7 @@ def main() -> None:
         sys.exit(f"no FER2013 at {data}: this benchmark needs ../shared")
 
     from batchemo.datasets import load_folder
+    from batchemo.infer import mirror_below, predict_tta
     from batchemo.model import load_model, native_bfloat16, quantize
 
     path, how = resolve_model(args.model)
@@ -129,8 +121,9 @@ def main() -> None:
             base = base or ms
             print(f"  {name:22s} {ms:6.3f}   {base / ms:4.2f}x TensorFlow float32")
         print(f"\n{args.only} ({len(test)} faces), selective flip TTA:")
-        ref = selective_tta(ways["TensorFlow float32"], test.x.astype(np.float32))
-        q = selective_tta(ways["LiteRT int8"], test.x.astype(np.float32))
+        below, x = mirror_below(f32.meta), test.x.astype(np.float32)  # as run mirrors
+        ref = predict_tta(ways["TensorFlow float32"], x, True, below)
+        q = predict_tta(ways["LiteRT int8"], x, True, below)
         for name, p in (("TensorFlow float32", ref), ("LiteRT int8", q)):
             print(f"  {name:22s} accuracy {(p.argmax(1) == test.y).mean():.4f}")
         print(f"  top class agrees on {(ref.argmax(1) == q.argmax(1)).mean():.4f} of faces; "
