@@ -197,10 +197,14 @@ def quantize(path: Path | str, faces: np.ndarray, n: int = 500, seed: int = 0) -
     return entry
 
 
+def int8_file(path: Path, meta: dict) -> Path | None:
+    """The int8 copy that the card of the artifact at `path` names, if it names one."""
+    return path.with_name(meta["int8"]["file"]) if meta.get("int8") else None
+
+
 def _int8_predict(path: Path, meta: dict):
     """predict(faces) through the card's int8 copy of the artifact at `path` (LiteRT)."""
-    entry = meta.get("int8")  # the card names the copy: run and the Ray engine read it there
-    file = path.with_name(entry["file"]) if entry else None
+    entry, file = meta.get("int8"), int8_file(path, meta)
     if file is None or not file.is_file():
         raise ModelError(f"{path}: no int8 copy (make one with batchemo.model.quantize or "
                          "`batchemo train --int8`); use --precision float32 or auto")

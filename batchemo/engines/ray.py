@@ -39,6 +39,7 @@ from ..config import actor_range
 from ..crop import margin_for
 from ..errors import BatchemoError, ConfigError
 from ..extract import extract
+from ..model import int8_file
 from ..records import (
     EngineJob,
     Face,
@@ -246,7 +247,7 @@ def _dataset(ray, job: EngineJob):
     path = Path(model.path)
     files = [path, path.with_suffix(".json")]
     if model.precision == "int8":
-        files.append(path.with_name(model.meta["int8"]["file"]))
+        files.append(int8_file(path, model.meta))
     artifact = {f.name: f.read_bytes() for f in files}
     attempts = ray.remote(num_cpus=0)(_Attempts).remote()
     return (ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
