@@ -11,16 +11,16 @@ condition: the check behind the README's note on the shared crowd clip.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import cv2
 import numpy as np
+from common import SHARED
 
-from batchemo.datasets import load_folder
-from batchemo.evaluate import predict_probs
+from batchemo.datasets import Split, load_folder
+from batchemo.evaluate import score
 from batchemo.model import load_model
 
-FER_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "test"
+FER_TEST = SHARED / "data" / "fer2013" / "test"
 
 
 def motion_blur(faces: np.ndarray, length: int, angle: float) -> np.ndarray:
@@ -44,7 +44,6 @@ def main() -> None:
         raise SystemExit(f"{FER_TEST} not found: this benchmark needs ../shared/data/fer2013")
     val = load_folder(FER_TEST, 48, only="PublicTest_*")
     model = load_model(args.model)
-    y = np.array([model.classes.index(val.classes[i]) for i in val.y])
     print("condition   accuracy  " + "  ".join(f"{c[:7]:>7}" for c in model.classes))
     for cond in ["none", *args.blur]:
         if cond == "none":
@@ -52,10 +51,9 @@ def main() -> None:
         else:
             length, angle = cond.split(":")
             x = motion_blur(val.x, int(length), float(angle))
-        top = predict_probs(model, x.astype(np.float32), tta=True).argmax(1)
-        share = np.bincount(top, minlength=len(model.classes)) / len(top)
-        print(f"{cond:<10}  {np.mean(top == y):7.2%}  " + "  ".join(f"{s:7.3f}" for s in share),
-              flush=True)
+        r = score(model, Split(x, val.y, val.classes, val.names), tta=True)
+        print(f"{cond:<10}  {r['accuracy']:7.2%}  "
+              + "  ".join(f"{r['predicted_share'][c]:7.3f}" for c in model.classes), flush=True)
 
 
 if __name__ == "__main__":
