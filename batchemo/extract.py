@@ -133,14 +133,16 @@ def prefetched(frames: Iterator, depth: int = 4) -> Iterator:
 
 
 def worker_main(tasks, results, det_args: dict, size: int, margin: float, fps: float,
-                chunk_frames: int, threads: int = 1) -> None:
-    """Process entry point: `threads` detectors per process, files from `tasks` until None."""
+                chunk_frames: int, threads: int, parent: int) -> None:
+    """Process entry point: `threads` detectors per process, files from `tasks` until None.
+
+    `parent`: the spawning process's pid, passed in rather than read here, because a parent
+    killed while this process was still importing would otherwise never be noticed."""
     import signal
 
     from .detect import get_detector
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
-    parent = os.getppid()
     if os.environ.get("BATCHEMO_LOG_JSON"):  # jsonlog.ENV: the run logs JSON, so do we
         from .jsonlog import log_json_here
 
@@ -149,6 +151,8 @@ def worker_main(tasks, results, det_args: dict, size: int, margin: float, fps: f
     def orphaned() -> bool:
         return os.getppid() != parent
 
+    if orphaned():  # killed while we were importing: don't even load a detector
+        _exit_orphan()
     detectors = [get_detector(**det_args) for _ in range(threads)]
     while True:
         try:
