@@ -133,11 +133,9 @@ def prefetched(frames: Iterator, depth: int = 4) -> Iterator:
 
 
 def worker_main(tasks, results, det_args: dict, size: int, margin: float, fps: float,
-                chunk_frames: int, threads: int, parent: int) -> None:
-    """Process entry point: `threads` detectors per process, files from `tasks` until None.
-
-    `parent`: the spawning process's pid, passed in rather than read here, because a parent
-    killed while this process was still importing would otherwise never be noticed."""
+                chunk_frames: int, threads: int = 1) -> None:
+    """Process entry point: `threads` detectors per process, files from `tasks` until None."""
+    import multiprocessing
     import signal
 
     from .detect import get_detector
@@ -149,7 +147,9 @@ def worker_main(tasks, results, det_args: dict, size: int, margin: float, fps: f
         log_json_here()
 
     def orphaned() -> bool:
-        return os.getppid() != parent
+        # multiprocessing's own parent handle: a pipe that closes when the parent dies, even one
+        # killed while this process was still importing (a pid read here would already be init's)
+        return not multiprocessing.parent_process().is_alive()
 
     if orphaned():  # killed while we were importing: don't even load a detector
         _exit_orphan()

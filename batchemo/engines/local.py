@@ -167,7 +167,7 @@ def _from_workers(cfg, todo, n_workers, det_args, size, margin, start: Callable[
     tasks, results = ctx.Queue(), ctx.Queue(maxsize=4 * n_workers)
     procs = [ctx.Process(target=worker_main, args=(tasks, results, det_args, size, margin,
                                                    cfg.fps, CHUNK_FRAMES,
-                                                   detect_threads(n_workers), os.getpid()),
+                                                   detect_threads(n_workers)),
                         daemon=True)
              for _ in range(n_workers)]
     with _main_not_reimported():
