@@ -1,3 +1,3 @@
-from .cli import main
+from batchemo.cli import main
 
 main()

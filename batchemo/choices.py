@@ -1,6 +1,5 @@
 """The choice lists of the options, in one place: config.py offers and validates them, the
-modules that implement them import them from here (model.py keeps ARCHS and PRECISIONS, equal to
-these, as tests/test_tables.py checks)."""
+modules that implement them import them from here."""
 
 DETECTORS: tuple[str, ...] = ("blazeface", "blazeface-full", "haar")
 ENGINES = ("local", "ray")

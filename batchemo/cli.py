@@ -14,8 +14,9 @@ from pathlib import Path
 
 import click
 
-from . import config as C
-from .errors import EXIT_FATAL, BatchemoError
+from batchemo import config as C
+from batchemo import options
+from batchemo.errors import EXIT_FATAL, BatchemoError
 
 log = logging.getLogger("batchemo")
 
@@ -72,14 +73,14 @@ def _show(v) -> str:
 
 def build_config(cls: type, job: Path | None, flags: dict):
     """Defaults ← job file ← flags (only those actually given)."""
-    values = C.load_job_file(job, cls) if job else {}
+    values = options.load_job_file(job, cls) if job else {}
     for k, v in flags.items():
         if v is None or (isinstance(v, tuple) and not v):
             continue
         values[k] = list(v) if isinstance(v, tuple) else v
     if isinstance(values.get("classes"), str):  # "a,b,c" from a flag or a job file
         values["classes"] = [c.strip() for c in values["classes"].split(",") if c.strip()]
-    return C.validate(cls(**values))
+    return options.validate(cls(**values))
 
 
 def _setup_logging(quiet: bool = False, as_json: bool = False) -> None:
@@ -151,11 +152,11 @@ def run(job, **flags) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     cfg = build_config(C.RunConfig, job, flags)
     _setup_logging(cfg.quiet, cfg.log_json)
-    from .pipeline import run as run_pipeline
+    from batchemo.pipeline import run as run_pipeline
 
     result = run_pipeline(cfg)
     if cfg.log_json:  # one machine-readable closing record instead of the human line
-        from .jsonlog import record
+        from batchemo._util.jsonlog import record
 
         level = "INFO" if result.exit_code == 0 else "WARNING"
         click.echo(record(level, "batchemo", result.summary_line(), event="run_finished",
@@ -175,7 +176,7 @@ def train(job, **flags) -> None:
     """
     cfg = build_config(C.TrainConfig, job, flags)
     _setup_logging()
-    from .train import train as train_model
+    from batchemo.training.train import train as train_model
 
     meta = train_model(cfg)
     line = f"wrote {meta['path']}: val accuracy {meta['validation']['accuracy']:.4f}"
@@ -192,7 +193,7 @@ def evaluate(**flags) -> None:
     """Score a model on a labelled folder-per-class tree (or FER2013 CSV) and write a report."""
     cfg = build_config(C.EvaluateConfig, None, flags)
     _setup_logging()
-    from .evaluate import evaluate as evaluate_model
+    from batchemo.training.evaluate import evaluate as evaluate_model
 
     r = evaluate_model(cfg)
     left = f" ({r['left_out']} without a clear FER+ majority left out)" if r["left_out"] else ""
@@ -216,7 +217,7 @@ def evaluate(**flags) -> None:
 def timeline(results, **flags) -> None:
     """Per-video, per-track emotion timeline in time bins, from a run's RESULTS (faces table)."""
     cfg = build_config(C.TimelineConfig, None, {**flags, "results": results})
-    from .results import make_timeline
+    from batchemo.analysis.commands import make_timeline
 
     click.echo(f"wrote {make_timeline(cfg)}")
 
@@ -228,7 +229,7 @@ def timeline(results, **flags) -> None:
 def summary(results, **flags) -> None:
     """Print summary statistics (run, folder, file, track) of a run's RESULTS."""
     cfg = build_config(C.SummaryConfig, None, {**flags, "results": results})
-    from .results import make_summary
+    from batchemo.analysis.commands import make_summary
 
     _, text = make_summary(cfg)
     click.echo(text)
@@ -241,7 +242,7 @@ def summary(results, **flags) -> None:
 def report(results, **flags) -> None:
     """Write a self-contained HTML report (timelines, tracks, failed files) of a run's RESULTS."""
     cfg = build_config(C.ReportConfig, None, {**flags, "results": results})
-    from .results import make_report
+    from batchemo.analysis.commands import make_report
 
     click.echo(f"wrote {make_report(cfg)}")
 
@@ -255,7 +256,7 @@ def compact(out) -> None:
     Runs do this themselves past a few hundred small parts; a reader of a directory OUT may
     see some rows twice while it runs.
     """
-    from .pipeline import compact as compact_output
+    from batchemo.pipeline import compact as compact_output
 
     click.echo(f"merged {compact_output(out)} part files of {out}")
 
@@ -271,7 +272,7 @@ def annotate(results, **flags) -> None:
     """
     cfg = build_config(C.AnnotateConfig, None, {**flags, "results": results})
     _setup_logging()
-    from .annotate import annotate as annotate_results
+    from batchemo.analysis.annotate import annotate as annotate_results
 
     r = annotate_results(cfg)
     click.echo(f"wrote {len(r.frames)} frames and {len(r.videos)} videos to {cfg.out}/"

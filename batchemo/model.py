@@ -16,25 +16,25 @@ from pathlib import Path
 
 import numpy as np
 
-from ._quiet import fd2_silenced
-from ._tf import import_keras
-from .atomic import atomic_write
-from .config import _cache_dir
-from .errors import ModelError
+from batchemo._util.quiet import fd2_silenced
+from batchemo._util.tf import import_keras
+from batchemo.choices import ARCHS, PRECISIONS
+from batchemo.config import cache_dir
+from batchemo.errors import ModelError
+from batchemo.output.atomic import atomic_write
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "fer2013-default.keras"
-ARCHS = ("default", "seed")
-PRECISIONS = ("auto", "float32", "bfloat16", "int8")
 INPUT_SIZE = {"default": 48, "seed": 128}
 
 
-def build(arch: str, n_classes: int, augment: str = "layers"):
+def build(arch: str, n_classes: int, augment: str | list = "layers"):
     """A Keras model taking (size, size, 1) uint8-range grayscale and returning class probabilities.
 
     Preprocessing (rescaling) and training-time augmentation are layers of the model, so inference
     needs nothing outside it; the augmentation layers are identity at inference and hold no
-    weights. `augment` ('default' only): see `augmentation`. Artifacts are saved with "layers", so
-    they load without batchemo's custom layer.
+    weights. `augment` ('default' only): a name for `augmentation`, or the layers themselves
+    (training.augment adds its own). Artifacts are saved with "layers", so they load without
+    batchemo's custom layer.
     """
     keras = import_keras()
     layers = keras.layers
@@ -50,7 +50,7 @@ def build(arch: str, n_classes: int, augment: str = "layers"):
         x = layers.Flatten()(x)
         x = layers.Dense(128, activation="relu")(x)
     elif arch == "default":
-        for layer in augmentation(augment):
+        for layer in augmentation(augment) if isinstance(augment, str) else augment:
             x = layer(x)
         # VGG-style: 4 stages of conv-BN-ReLU, widths doubling as the map halves (48→24→12→6→3).
         for width, convs in ((32, 2), (64, 2), (128, 3), (256, 3)):
@@ -72,14 +72,10 @@ def build(arch: str, n_classes: int, augment: str = "layers"):
 
 
 def augmentation(augment: str) -> list:
-    """The training-time augmentation layers (flip, rotation, zoom, shift; identity at
-    inference): "layers" (Keras's), "gather" (the same as one resampling, augment.FaceAugment) or
-    "none" (for a model whose inputs are augmented outside it, as in distillation)."""
+    """Keras's training-time augmentation layers (flip, rotation, zoom, shift; identity at
+    inference) for "layers", none for "none" (a model whose inputs are augmented outside it, as
+    in distillation)."""
     layers = import_keras().layers
-    if augment == "gather":
-        from .augment import FaceAugment
-
-        return [FaceAugment(rotation_deg=14.4, zoom=(-0.15, 0.1), shift=0.1)]
     if augment == "layers":
         return [layers.RandomFlip("horizontal"),
                 layers.RandomRotation(0.04, fill_mode="nearest"),  # 0.04 turn = 14.4°
@@ -126,7 +122,7 @@ def float32_copy(model, arch: str, n_classes: int):
     return rebuild(model, arch, n_classes, "float32")
 
 
-def rebuild(model, arch: str, n_classes: int, policy: str, augment: str = "layers"):
+def rebuild(model, arch: str, n_classes: int, policy: str, augment: str | list = "layers"):
     """`build(arch, augment=augment)` under the dtype `policy`, holding `model`'s weights
     (ValueError if the layers differ)."""
     keras = import_keras()
@@ -269,7 +265,7 @@ def _bfloat16_pays_off(f32, bf16, size: int, arch: str) -> bool:
     cpu = re.search(r"^model name\s*:(.*)$", _read_cpuinfo(), re.M)
     key = (f"{cpu.group(1).strip() if cpu else '?'}|{os.cpu_count()} cpus|keras "
            f"{keras.__version__}|tf {_tf_version()}|{arch}")
-    cache = _cache_dir() / "precision.json"
+    cache = cache_dir() / "precision.json"
     try:
         known = json.loads(cache.read_text())
     except (OSError, ValueError):

@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import sqlite3
 import sys
 import threading
 import time
@@ -25,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .config import RunConfig, validate
-from .derive import write_derived
-from .engines import Engine, get_engine
-from .errors import (
+from batchemo.analysis.derive import write_derived
+from batchemo.config import RunConfig
+from batchemo.engines import Engine, get_engine
+from batchemo.errors import (
     EXIT_FATAL,
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -38,10 +37,13 @@ from .errors import (
     LockedError,
     OutputError,
 )
-from .ledger import Ledger, OutputLock, fingerprint
-from .model import load_model
-from .plan import Card, plan, read_card, settings_id
-from .records import (
+from batchemo.model import load_model
+from batchemo.options import validate
+from batchemo.output.ledger import Ledger, OutputLock, fingerprint
+from batchemo.output.store import Store
+from batchemo.output.tables import OutputPaths, faces_table, frames_table
+from batchemo.plan import Settings, plan, resolve_settings
+from batchemo.records import (
     STATUS_ERROR,
     STATUS_NO_FACE,
     STATUS_OK,
@@ -50,8 +52,6 @@ from .records import (
     FileResult,
     MediaItem,
 )
-from .store import Store
-from .tables import OutputPaths, faces_table, frames_table
 
 log = logging.getLogger("batchemo")
 
@@ -142,7 +142,7 @@ def run(cfg: RunConfig) -> RunResult:
 def _log_stream(cfg: RunConfig):
     if not cfg.log_json:
         return contextlib.nullcontext()
-    from .jsonlog import native_lines_as_json
+    from batchemo._util.jsonlog import native_lines_as_json
 
     return native_lines_as_json()
 
@@ -158,19 +158,8 @@ def _remove_unused(state: Path, made: list[Path]) -> None:
     """Remove the folders this run created (`made`) if nothing was ever committed to `state`."""
     if state not in made or not state.is_dir():
         return
-    db = state / "ledger.sqlite"
-    if db.exists():
-        try:
-            con = sqlite3.connect(db)
-            try:
-                used = con.execute("SELECT (SELECT count(*) FROM files) + "
-                                   "(SELECT count(*) FROM runs)").fetchone()[0]
-            finally:
-                con.close()
-        except sqlite3.Error:
-            used = 0  # created but never got its tables
-        if used:
-            return
+    if Ledger.ever_used(state):
+        return
     shutil.rmtree(state, ignore_errors=True)
     for d in made:
         if d != state and d.is_dir() and not any(d.iterdir()):
@@ -184,39 +173,19 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, engine: Engi
     store = Store(paths, ledger)
     failures = _FailureLog(None if cfg.log_json else 20)
     stale = store.recover()  # a killed run's orphan parts go; its finished files are rebuilt
-    if stale:
-        _rebuild(store, stale, None, None)
+    if stale:  # as this run derives them, so the marker below stays true
+        _rebuild(store, stale, None, cfg)
+        ledger.set_derived(_derived_key(cfg))
 
-    # Plan before loading the model: a rerun with nothing to do never pays for TensorFlow.
-    card, model = read_card(cfg), None
-    if card is None:  # load_model says what is wrong with the artifact
-        model = _load(cfg)
-        card = Card.of(model.model_id, model.meta)
-    known = ledger.get_meta("model_id")
-    if known and known != card.model_id and not cfg.force:
-        raise OutputError(f"{paths.out} was made with model {known}, this run uses "
-                          f"{card.model_id}; use --force to reprocess everything with the new "
-                          "model, or write to a new --out")
-    tta = bool(cfg.tta and card.tta)
-    tta_key = card.tta_setting(tta)
-    precision_key = f"precision:{card.model_id}:{cfg.precision}"  # how "auto" resolved here
-    resolved = ledger.get_meta(precision_key)
-    precision = model.precision if model else resolved
-    sid = settings_id(cfg, card.model_id, tta_key, precision) if precision else None
-    todo, new_keys = plan(cfg, ledger, store, sid, result, run_id, card.model_id,
-                          failures.report) if sid else ([], set())
-    if sid is None or todo:
-        # An output keeps the precision "auto" first resolved to: a new rule (or a new int8
-        # copy of the model) must not reprocess an archive.
-        model = model or _load(cfg, resolved)
-        precision = model.precision
-        ledger.set_meta(precision_key, precision)
-        if settings_id(cfg, model.model_id, tta_key, precision) != sid:  # first run, or changed
-            sid = settings_id(cfg, model.model_id, tta_key, precision)
-            # plan again from fresh counters; files found deleted were marked the first time
-            result = RunResult(run_id, paths.out, files_deleted=result.files_deleted)
-            todo, new_keys = plan(cfg, ledger, store, sid, result, run_id, model.model_id,
-                                  failures.report)
+    settings = resolve_settings(cfg, ledger, paths.out, lambda precision: _load(cfg, precision))
+    card = settings.card
+    planned = plan(cfg, ledger, store, settings, run_id)
+    for item in planned.failed:
+        failures.report(item, item.error)
+    todo, new_keys = planned.todo, planned.new_keys
+    result.files_failed, result.files_skipped = len(planned.failed), planned.skipped
+    result.files_unchanged, result.files_deleted = planned.unchanged, planned.deleted
+    model = settings.model or (_load(cfg, settings.precision) if todo else None)
     ledger.set_meta("model_id", card.model_id)
     ledger.set_meta("classes", json.dumps(list(card.classes)))
     log.info("%d files to process (%d new, %d changed, %d unchanged)", len(todo),
@@ -225,9 +194,9 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, engine: Engi
     try:
         if todo:
             with _bars_and_logs(cfg), \
-                    contextlib.closing(engine(EngineJob(todo, cfg, model, tta))) as results:
+                    contextlib.closing(engine(_job(cfg, settings, todo, model))) as results:
                 for res in results:
-                    status = _commit(store, ledger, res, model, sid, run_id)
+                    status = _commit(store, ledger, res, model, settings.sid, run_id)
                     committed.append(res.item.key)
                     result.faces += len(res.faces)
                     result.frames += len(res.frames)
@@ -250,16 +219,27 @@ def _run_locked(cfg: RunConfig, paths: OutputPaths, ledger: Ledger, engine: Engi
                     "finished": datetime.now(UTC).isoformat(),
                     "model_id": card.model_id,
                     # as applied: "auto" precision and TTA resolved
-                    "settings": {**dataclasses.asdict(cfg), "precision": precision,
-                                 "tta": tta_key}})
-    derived = json.dumps({"bin": cfg.timeline_bin, "plots": str(cfg.plots or "")})
-    if (ledger.get_meta("dirty") or ledger.get_meta("derived") != derived
+                    "settings": {**dataclasses.asdict(cfg), "precision": settings.precision,
+                                 "tta": settings.tta_key}})
+    derived = _derived_key(cfg)
+    if (ledger.dirty or ledger.derived != derived
             or not store.complete() or (cfg.plots and not Path(cfg.plots).is_dir())):
         _rebuild(store, card.classes, run_id, cfg)
-        ledger.set_meta("derived", derived)
+        ledger.set_derived(derived)
     else:  # nothing changed but the run history
         store.write_runs(run_id)
     return result
+
+
+def _job(cfg: RunConfig, settings: Settings, todo: list, model) -> EngineJob:
+    return EngineJob(todo, settings.extract, model, settings.tta, batch_size=cfg.batch_size,
+                     workers=cfg.workers, quiet=cfg.quiet, ray_address=cfg.ray_address,
+                     ray_gpus=cfg.ray_gpus, ray_actors=cfg.ray_actors)
+
+
+def _derived_key(cfg: RunConfig) -> str:
+    """What the derived tables depend on beyond the rows: rebuilt when it changes."""
+    return json.dumps({"bin": cfg.timeline_bin, "plots": str(cfg.plots or "")})
 
 
 def _bars_and_logs(cfg: RunConfig):
@@ -319,7 +299,7 @@ def _tracks(res: FileResult) -> np.ndarray | None:
     """Track ids of a video's faces (-1: none); None for images."""
     if res.item.media_type != VIDEO or not res.faces:
         return None
-    from .track import assign_tracks
+    from batchemo.media.track import assign_tracks
 
     faces = res.faces
     boxes = np.array([[f.box.x, f.box.y, f.box.w, f.box.h] for f in faces], np.int32)
@@ -342,7 +322,7 @@ def _rebuild(store: Store, classes: tuple[str, ...], run_id: str | None, cfg) ->
     tag = run_id or f"recovered-{int(time.time())}"
     rows, files = store.rebuild(classes, tag)
     write_derived(store, classes, rows, files, tag, cfg)
-    store.ledger.set_meta("dirty", None)
+    store.ledger.mark_rebuilt()
 
 
 def compact(out: Path | str, wait: float = 0.0) -> int:
@@ -364,9 +344,9 @@ def compact(out: Path | str, wait: float = 0.0) -> int:
             ledger.close()
 
 
-def _load(cfg: RunConfig, precision: str | None = None):
+def _load(cfg: RunConfig, precision: str):
     # TensorFlow's import and the model's load take seconds: say so, the terminal is not hung.
     log.info("loading the model (%s)…", cfg.model or "shipped FER2013 model")
-    return load_model(cfg.model, precision or cfg.precision)
+    return load_model(cfg.model, precision)
 
 

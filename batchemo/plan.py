@@ -1,37 +1,46 @@
-"""The plan: which scanned files an engine must process, and which the ledger already has.
+"""The plan: a run's settings resolved once, then which scanned files an engine must process and
+which the ledger already has.
 
-Also what planning needs to know of the model without loading it (its JSON card), so a rerun
-with nothing to do never pays for TensorFlow.
+Planning needs to know of the model only its JSON card, so a rerun with nothing to do never pays
+for TensorFlow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .config import RunConfig
-from .crop import margin_for
-from .infer import mirror_below
-from .ledger import Ledger, fingerprint
-from .records import OTHER, STATUS_ERROR, STATUS_SKIPPED, FileTask, MediaItem
-from .scan import scan, table_safe
-from .store import Store
-from .tables import TABLES, OutputPaths
+from batchemo.config import RunConfig
+from batchemo.errors import OutputError
+from batchemo.media.crop import margin_for
+from batchemo.media.scan import scan, table_safe
+from batchemo.output.ledger import Ledger, fingerprint
+from batchemo.output.store import Store
+from batchemo.output.tables import TABLES, OutputPaths
+from batchemo.records import (
+    OTHER,
+    STATUS_ERROR,
+    STATUS_SKIPPED,
+    ExtractSettings,
+    FileTask,
+    MediaItem,
+)
+from batchemo.tta import mirror_below
 
-if TYPE_CHECKING:
-    from .pipeline import RunResult
+
+def extract_settings(cfg: RunConfig) -> ExtractSettings:
+    return ExtractSettings(fps=cfg.fps, detector=cfg.detector, min_face=cfg.min_face,
+                           score_threshold=cfg.score_threshold, margin=margin_for(cfg.detector))
 
 
-def settings_id(cfg: RunConfig, model_id: str, tta: bool | float, precision: str) -> str:
+def settings_id(extract: ExtractSettings, model_id: str, tta: bool | float, precision: str) -> str:
     """Hash of every setting that changes a file's rows; a change reprocesses the file."""
-    s = {"fps": cfg.fps, "detector": cfg.detector, "min_face": cfg.min_face,
-         "score_threshold": cfg.score_threshold, "margin": margin_for(cfg.detector), "tta": tta,
-         "model": model_id, "precision": precision}
+    s = {**dataclasses.asdict(extract), "tta": tta, "model": model_id, "precision": precision}
     return hashlib.sha1(json.dumps(s, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -42,7 +51,7 @@ class Card:
     model_id: str
     classes: tuple[str, ...]
     tta: bool
-    mirror_below: float = math.inf  # selective TTA's threshold (infer.mirror_below)
+    mirror_below: float = math.inf  # selective TTA's threshold (tta.mirror_below)
 
     @classmethod
     def of(cls, model_id: str, meta: dict) -> Card:
@@ -56,7 +65,7 @@ class Card:
 
 def read_card(cfg: RunConfig) -> Card | None:
     """The model's id (as load_model computes it), classes and TTA flag; None if unreadable."""
-    from .model import DEFAULT_MODEL, file_digest
+    from batchemo.model import DEFAULT_MODEL, file_digest
 
     path = Path(cfg.model) if cfg.model else DEFAULT_MODEL
     path = path if path.suffix == ".keras" else path.with_suffix(".keras")
@@ -68,13 +77,67 @@ def read_card(cfg: RunConfig) -> Card | None:
         return None
 
 
-def plan(cfg: RunConfig, ledger: Ledger, store: Store, sid: str, result: RunResult, run_id: str,
-         model_id: str, report_failure: Callable[[MediaItem, str | None], None]
-         ) -> tuple[list[FileTask], set[tuple[str, str]]]:
-    """Decide per scanned item: record as error/skipped, skip as unchanged, or process.
-    Returns the files to process and the keys among them that are new; counts the rest."""
+@dataclass(frozen=True)
+class Settings:
+    """A run's settings as applied, resolved once before planning and never changed after."""
+
+    card: Card
+    extract: ExtractSettings
+    tta: bool
+    tta_key: bool | float  # as the settings id records it (Card.tta_setting)
+    precision: str  # what "auto" resolved to for this output
+    sid: str
+    model: object | None  # model.LoadedModel, where resolving had to load it
+
+
+def resolve_settings(cfg: RunConfig, ledger: Ledger, out: Path,
+                     load: Callable[[str], object]) -> Settings:
+    """The model's card, TTA, precision and settings id, from the card and the ledger alone where
+    they tell (a no-op rerun never loads TensorFlow); `load(precision)` loads the model where
+    they don't: an unreadable card (load_model says why) or this output's first run."""
+    card, model = read_card(cfg), None
+    if card is None:
+        model = load(cfg.precision)
+        card = Card.of(model.model_id, model.meta)
+    known = ledger.get_meta("model_id")
+    if known and known != card.model_id and not cfg.force:
+        raise OutputError(f"{out} was made with model {known}, this run uses {card.model_id}; use "
+                          "--force to reprocess everything with the new model, or write to a "
+                          "new --out")
+    tta = bool(cfg.tta and card.tta)
+    # An output keeps the precision "auto" first resolved to: a new rule (or a new int8 copy of
+    # the model) must not reprocess an archive.
+    precision_key = f"precision:{card.model_id}:{cfg.precision}"
+    precision = ledger.get_meta(precision_key) if model is None else model.precision
+    if precision is None:
+        model = load(cfg.precision)
+        precision = model.precision
+    if model is not None:
+        ledger.set_meta(precision_key, precision)
+    extract = extract_settings(cfg)
+    tta_key = card.tta_setting(tta)
+    return Settings(card, extract, tta, tta_key, precision,
+                    settings_id(extract, card.model_id, tta_key, precision), model)
+
+
+@dataclass
+class Plan:
+    """What planning decided: the files to process (and which are new), and the counts of the
+    rest. Scan errors and non-media files are already recorded in the ledger."""
+
+    todo: list[FileTask] = field(default_factory=list)
+    new_keys: set[tuple[str, str]] = field(default_factory=set)
+    failed: list[MediaItem] = field(default_factory=list)
+    skipped: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+
+def plan(cfg: RunConfig, ledger: Ledger, store: Store, settings: Settings, run_id: str) -> Plan:
+    """Decide per scanned item: record as error/skipped, skip as unchanged, or process."""
     known = ledger.files()
-    seen, todo, new_keys = set(), [], set()
+    sid, model_id = settings.sid, settings.card.model_id
+    out, seen = Plan(), set()
     for item in scan([str(p) for p in cfg.input], cfg.include, cfg.exclude,
                      skip=own_paths(cfg, store.paths)):
         seen.add(item.key)
@@ -82,10 +145,9 @@ def plan(cfg: RunConfig, ledger: Ledger, store: Store, sid: str, result: RunResu
         if item.error or item.media_type == OTHER:
             status = STATUS_ERROR if item.error else STATUS_SKIPPED
             if status == STATUS_ERROR:
-                result.files_failed += 1
-                report_failure(item, item.error)
+                out.failed.append(item)
             else:
-                result.files_skipped += 1
+                out.skipped += 1
             if prev and prev["part"]:
                 store.forget(item.key, prev, prune=True)  # was media, now is not: rows go
             why = item.error or item.reason
@@ -97,8 +159,8 @@ def plan(cfg: RunConfig, ledger: Ledger, store: Store, sid: str, result: RunResu
             continue
         if cfg.force or prev is None or prev["settings_id"] != sid:
             if prev is None:
-                new_keys.add(item.key)
-            todo.append(FileTask(item, ""))
+                out.new_keys.add(item.key)
+            out.todo.append(FileTask(item, ""))
             continue
         if (prev["size"], prev["mtime"]) == (item.size, item.mtime) and prev["present"]:
             fp = prev["fingerprint"]
@@ -108,18 +170,18 @@ def plan(cfg: RunConfig, ledger: Ledger, store: Store, sid: str, result: RunResu
             except OSError as e:
                 fp = f"unreadable: {e.strerror}"
         if fp == prev["fingerprint"] and not (cfg.retry_errors and prev["status"] == STATUS_ERROR):
-            result.files_unchanged += 1
+            out.unchanged += 1
             if (prev["size"], prev["mtime"], prev["present"]) != (item.size, item.mtime, 1):
                 ledger.commit_file({**prev, "size": item.size, "mtime": item.mtime,
                                     "present": True})
             continue
-        todo.append(FileTask(item, fp))
+        out.todo.append(FileTask(item, fp))
     roots = {table_safe(str(p)) for p in cfg.input}
     for key, prev in known.items():
         if key[0] in roots and key not in seen and (prev["present"] or cfg.prune_deleted):
-            result.files_deleted += 1
+            out.deleted += 1
             store.forget(key, prev, prune=cfg.prune_deleted)
-    return todo, new_keys
+    return out
 
 
 def own_paths(cfg: RunConfig, paths: OutputPaths) -> list[Path]:

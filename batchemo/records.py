@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from .model import LoadedModel
+    from batchemo.model import LoadedModel
 
 IMAGE = "image"
 VIDEO = "video"
@@ -98,13 +98,38 @@ class FileTask(NamedTuple):
 
 
 @dataclass(frozen=True)
+class ExtractSettings:
+    """Every setting that changes a file's rows on its way to face crops: hashed into the
+    settings id (plan.settings_id), so a new one cannot be left out of it, and handed to both
+    engines as is."""
+
+    fps: float
+    detector: str
+    min_face: int
+    score_threshold: float
+    margin: float  # crop margin around the box, the detector's (media.crop.margin_for)
+
+    @property
+    def detector_args(self) -> dict:
+        return {"name": self.detector, "min_face": self.min_face,
+                "score_threshold": self.score_threshold}
+
+
+@dataclass(frozen=True)
 class EngineJob:
-    """What an engine is asked to do: these files, with these settings and this model."""
+    """What an engine is asked to do: these files, extracted so, classified by this model; the
+    rest only says how to spread the work (none of it changes a row)."""
 
     files: list[FileTask]
-    settings: Any  # config.RunConfig (fps, detector, workers, batch size, …)
+    extract: ExtractSettings
     model: LoadedModel
     tta: bool
+    batch_size: int = 64
+    workers: int = -1  # local: worker processes (-1: cores - 1); Ray: decode tasks (0: auto)
+    quiet: bool = True
+    ray_address: str | None = None
+    ray_gpus: float = 0.0
+    ray_actors: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 from common import SHARED
 
-from batchemo.datasets import Split, load_folder
-from batchemo.evaluate import score
 from batchemo.model import load_model
+from batchemo.training.datasets import Split, load_folder
+from batchemo.training.evaluate import score
 
 FER_TEST = SHARED / "data" / "fer2013" / "test"
 

@@ -15,7 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
-from batchemo.decode import iter_frames
+from batchemo.media.decode import iter_frames
 from batchemo.records import VIDEO, MediaInfo, MediaItem
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

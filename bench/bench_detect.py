@@ -17,7 +17,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batchemo.detect import DETECTORS, get_detector  # noqa: E402
+from batchemo.media.detect import DETECTORS, get_detector  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
 VIDEOS = ["closeup_changing_expression.mp4", "multi_person_stage_audience.mp4"]  # 640x360

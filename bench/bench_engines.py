@@ -43,9 +43,9 @@ def make_inputs(base: Path, n: int) -> Path:
 
 
 def random_model(base: Path) -> Path:
-    from batchemo._tf import import_keras
-    from batchemo.datasets import EMOTIONS
+    from batchemo._util.tf import import_keras
     from batchemo.model import build, save_artifact
+    from batchemo.training.datasets import EMOTIONS
 
     import_keras().utils.set_random_seed(7)
     path = base / "model" / "random.keras"

@@ -80,8 +80,8 @@ def main() -> None:
     sizes = sorted(set(args.batch_sizes))
 
     path, model_line = resolve_model(args.model)
-    from batchemo._tf import import_tf
-    from batchemo.infer import Batcher
+    from batchemo._util.tf import import_tf
+    from batchemo.engines.batcher import Batcher
     from batchemo.model import load_model
 
     tf = import_tf()

@@ -91,9 +91,9 @@ def main() -> None:
     if not data.is_dir():
         sys.exit(f"no FER2013 at {data}: this benchmark needs ../shared")
 
-    from batchemo.datasets import load_folder
-    from batchemo.infer import mirror_below, predict_tta
     from batchemo.model import load_model, native_bfloat16, quantize
+    from batchemo.training.datasets import load_folder
+    from batchemo.tta import mirror_below, predict_tta
 
     path, how = resolve_model(args.model)
     print(f"{how}; CPU has native bf16: {native_bfloat16()}; "

@@ -17,11 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from batchemo import crop
-from batchemo.decode import read_image
-from batchemo.detect import get_detector
-from batchemo.evaluate import predict_probs
+from batchemo.media import crop
+from batchemo.media.decode import read_image
+from batchemo.media.detect import get_detector
 from batchemo.model import load_model
+from batchemo.training.evaluate import predict_probs
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "media" / "images"
 LEFT_OUT = {"group_solvay_1927_grayscale.jpg", "noface_flowers.jpg", "noface_mountain.jpg"}

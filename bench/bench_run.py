@@ -58,7 +58,7 @@ GB = 1.5 * 1000**3  # the requirement's 1.5 GB, decimal; also shown in MiB
 
 
 def decode_only(video: Path, fps: float) -> tuple[float, int]:
-    from batchemo.decode import iter_frames
+    from batchemo.media.decode import iter_frames
     from batchemo.records import VIDEO, MediaInfo, MediaItem
 
     info = MediaInfo()
@@ -72,9 +72,9 @@ def detector_only(video: Path, fps: float, detector: str, size: int = 48) -> dic
     """Decode the sampled frames; time detect() and the crops separately from the decode."""
     import numpy as np
 
-    from batchemo.crop import CROP_MARGIN, CROP_MARGINS, face_crop
-    from batchemo.decode import iter_frames
-    from batchemo.detect import get_detector
+    from batchemo.media.crop import CROP_MARGIN, CROP_MARGINS, face_crop
+    from batchemo.media.decode import iter_frames
+    from batchemo.media.detect import get_detector
     from batchemo.records import VIDEO, MediaInfo, MediaItem
 
     det = get_detector(detector)

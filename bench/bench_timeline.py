@@ -68,7 +68,7 @@ def generate(out: Path, rows: int, videos: int, seed: int = 0) -> tuple[Path, Pa
 
 
 def child(faces: str, frames: str, out: str, batch_rows: int) -> None:
-    from batchemo.timeline_stream import timeline_from_parquet
+    from batchemo.analysis.timeline_stream import timeline_from_parquet
 
     t0 = time.perf_counter()
     timeline_from_parquet(faces, frames, out_path=out, batch_rows=batch_rows)

@@ -46,10 +46,10 @@ def main() -> None:
     ap.add_argument("--feeds", nargs="+", default=["batches"], choices=["batches", "tfdata"])
     args = ap.parse_args()
 
-    from batchemo._tf import import_keras
-    from batchemo.datasets import Split, class_weights
+    from batchemo._util.tf import import_keras
     from batchemo.model import build
-    from batchemo.train import _batches
+    from batchemo.training.datasets import Split, class_weights
+    from batchemo.training.train import _batches
 
     keras = import_keras()
     n = args.steps * args.batch_size

@@ -138,9 +138,9 @@ def resolve_model(arg: str | None) -> tuple[Path, str]:
 
 def make_random_model(path: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from batchemo._tf import import_keras
-    from batchemo.datasets import EMOTIONS
+    from batchemo._util.tf import import_keras
     from batchemo.model import build, save_artifact
+    from batchemo.training.datasets import EMOTIONS
 
     import_keras().utils.set_random_seed(7)
     save_artifact(build("default", len(EMOTIONS)), path,

@@ -298,9 +298,9 @@ def copy_shared(tmp_path: Path, shared_media: Path) -> Callable[[str, str | Path
 @pytest.fixture(scope="session")
 def random_model(tmp_path_factory) -> Path:
     """A real default-architecture artifact with seeded random weights (no training needed)."""
-    from batchemo._tf import import_keras
-    from batchemo.datasets import EMOTIONS
+    from batchemo._util.tf import import_keras
     from batchemo.model import build, save_artifact
+    from batchemo.training.datasets import EMOTIONS
 
     import_keras().utils.set_random_seed(7)
     path = tmp_path_factory.mktemp("model") / "random.keras"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from batchemo.tables import OutputPaths
+from batchemo.output.tables import OutputPaths
 
 ROW_KEYS = ("root", "source", "frame_index", "face_index")
 UNTIMED = ("run_id", "seconds", "model_id", "mtime")  # differ between equal runs
@@ -48,7 +48,7 @@ def add_track_ids(faces: pd.DataFrame, **kwargs: float) -> pd.DataFrame:
     (root, source); image rows get null. `det_score` is used when present; `kwargs` go to
     `assign_tracks`. (The pipeline tracks each file as it commits; this is for tables made by
     hand in tests.)"""
-    from batchemo.track import assign_tracks
+    from batchemo.media.track import assign_tracks
 
     out = faces.copy()
     ids = np.full(len(out), -1, dtype=np.int64)
@@ -66,7 +66,7 @@ def add_track_ids(faces: pd.DataFrame, **kwargs: float) -> pd.DataFrame:
 
 def sniff(path: Path) -> str:
     """IMAGE, VIDEO or OTHER from a file's first bytes, as the scan decides."""
-    from batchemo.scan import _HEAD_BYTES, _sniff_head
+    from batchemo.media.scan import _HEAD_BYTES, _sniff_head
 
     with open(path, "rb") as f:
         return _sniff_head(f.read(_HEAD_BYTES))[0]
@@ -74,6 +74,6 @@ def sniff(path: Path) -> str:
 
 def timeline_columns(classes: list[str]) -> list[str]:
     """The columns of a timeline table, in order."""
-    from batchemo.timeline import timeline_schema
+    from batchemo.analysis.timeline import timeline_schema
 
     return timeline_schema(classes).names

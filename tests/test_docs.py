@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from batchemo.analysis.timeline import timeline_schema
 from batchemo.cli import main
-from batchemo.tables import (
+from batchemo.output.tables import (
     FILES_SCHEMA,
     FRAMES_SCHEMA,
     RUNS_SCHEMA,
@@ -15,7 +16,6 @@ from batchemo.tables import (
     faces_schema,
     summary_schema,
 )
-from batchemo.timeline import timeline_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -11,7 +11,7 @@ import pytest
 from conftest import write_image, write_video
 from helpers import assert_same_outputs, read_output
 
-from batchemo.tables import OutputPaths
+from batchemo.output.tables import OutputPaths
 
 pytestmark = pytest.mark.slow
 N_FILES = 6

@@ -13,7 +13,7 @@ from helpers import assert_same_rows, comparable, read_output
 
 from batchemo import RunConfig, run
 from batchemo.cli import main
-from batchemo.tables import OutputPaths
+from batchemo.output.tables import OutputPaths
 
 BIG = 64  # faces drawn this big are found by every BlazeFace model (tests/facedraw.py)
 
@@ -237,8 +237,8 @@ def test_second_run_on_a_locked_output_exits_3(tmp_path, make_image, random_mode
 
 
 def test_a_different_model_is_refused_without_force(tmp_path, make_image, random_model):
-    from batchemo.datasets import EMOTIONS
     from batchemo.model import build, save_artifact
+    from batchemo.training.datasets import EMOTIONS
 
     make_image("in/a.png", size=(80, 80))
     out = tmp_path / "res.parquet"

@@ -22,8 +22,8 @@ from facedraw import draw_face
 from batchemo import RunConfig, run
 from batchemo.cli import main
 from batchemo.errors import ConfigError, OutputError
-from batchemo.ledger import Ledger
-from batchemo.tables import OutputPaths
+from batchemo.output.ledger import Ledger
+from batchemo.output.tables import OutputPaths
 
 BIG = 64
 
@@ -52,7 +52,7 @@ def ledger_rows(out):
 @pytest.fixture(scope="module")
 def three_class_model(tmp_path_factory):
     """A valid artifact with another class set than the 7-class random_model."""
-    from batchemo._tf import import_keras
+    from batchemo._util.tf import import_keras
     from batchemo.model import build, save_artifact
 
     import_keras().utils.set_random_seed(3)
@@ -456,7 +456,7 @@ def test_item4_literal_keeps_the_text_matplotlib_shows():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from batchemo.plots import literal
+    from batchemo.analysis.plots import literal
 
     fig = Figure()
     FigureCanvasAgg(fig)
@@ -521,7 +521,7 @@ def test_item13_log_json_wraps_native_lines_and_logs_failures(tmp_path, make_vid
     assert r.returncode == 1
     records = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
     assert any(rec.get("logger") == "native" for rec in records)  # FFmpeg's own line, wrapped
-    assert any(rec["logger"] == "batchemo.decode" and "truncated" in rec["message"]
+    assert any(rec["logger"] == "batchemo.media.decode" and "truncated" in rec["message"]
                for rec in records)  # the worker process logs JSON itself
     failed = {rec["source"] for rec in records if rec.get("event") == "file_failed"}
     assert failed == {"notes.jpg", "cut.png"}
@@ -535,7 +535,7 @@ def test_item13_log_json_wraps_native_lines_and_logs_failures(tmp_path, make_vid
 
 def test_item19_frames_total_is_estimated_from_the_headers(tmp_path, make_image, make_video):
     from batchemo.engines.local import frames_total as _frames_total
-    from batchemo.scan import scan
+    from batchemo.media.scan import scan
 
     make_image("in/a.png")
     make_video("in/v.mp4", seconds=2, fps=10)
@@ -606,9 +606,9 @@ def every_format(tmp_path, make_video):
                          + ["photo.gif", "photo.heic", "photo.avif", "iphone_renamed.jpg",
                             "flash_video.dat"])
 def test_item10_format_is_recognised_and_decoded(every_format, name):
-    from batchemo.decode import iter_frames
+    from batchemo.media.decode import iter_frames
+    from batchemo.media.scan import scan
     from batchemo.records import MediaInfo
-    from batchemo.scan import scan
 
     (item,) = scan([every_format / name])
     video = name.startswith("clip") or name.endswith(".dat")

@@ -12,10 +12,10 @@ import pytest
 from conftest import MEDIA, needs_shared
 
 from batchemo import RunConfig, run
-from batchemo.annotate import annotate
+from batchemo.analysis.annotate import annotate
+from batchemo.analysis.report import write_report
 from batchemo.config import AnnotateConfig
-from batchemo.report import write_report
-from batchemo.results import load
+from batchemo.output.read import load
 
 pytestmark = [pytest.mark.slow, needs_shared]
 

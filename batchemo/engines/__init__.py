@@ -2,7 +2,10 @@
 
 An engine is a function `process(job: EngineJob) -> Iterator[FileResult]` (records.py). It knows
 nothing of ledgers, parts or tables: the pipeline tracks, commits and counts what it yields.
-Closing the iterator early (SIGTERM, an error) stops the engine's workers.
+Closing the iterator early (SIGTERM, an error) stops the engine's workers. local (worker
+processes), ray and ray_session (a Ray cluster), batcher (one model call per batch of crops).
+
+May import: media, model, tta, config and below. Never output, analysis, training or the pipeline.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from ..records import EngineJob, FileResult
+from batchemo.records import EngineJob, FileResult
 
 
 class Engine(Protocol):
@@ -20,10 +23,10 @@ class Engine(Protocol):
 def get_engine(name: str) -> Engine:
     """The engine called `name`; Ray is imported here, so a missing Ray fails before any output."""
     if name == "ray":
-        from . import ray
+        from batchemo.engines import ray
 
         ray.require_ray()  # exit 2 with the install command before anything is written
         return ray.process
-    from .local import process
+    from batchemo.engines.local import process
 
     return process

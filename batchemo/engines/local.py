@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from ..crop import margin_for
-from ..decode import expected_samples
-from ..extract import detect_threads, extract, worker_main
-from ..infer import Batcher
-from ..records import (
+from batchemo.engines.batcher import Batcher
+from batchemo.media.decode import expected_samples
+from batchemo.media.extract import detect_threads, extract, worker_main
+from batchemo.records import (
     DetectedFrame,
     EngineJob,
     Extracted,
+    ExtractSettings,
     Face,
     FileResult,
     FileTask,
@@ -58,17 +58,15 @@ def default_workers() -> int:
 
 def process(job: EngineJob) -> Iterator[FileResult]:
     """Yield a FileResult per file of `job`, in the order the files finish."""
-    cfg, todo = job.settings, job.files
+    todo, settings = job.files, job.extract
     if not todo:
         return
     model = job.model
-    batcher = Batcher(model, cfg.batch_size, job.tta)
-    det_args = {"name": cfg.detector, "min_face": cfg.min_face,
-                "score_threshold": cfg.score_threshold}
-    n_workers = default_workers() if cfg.workers < 0 else cfg.workers
-    quiet = cfg.quiet or not sys.stderr.isatty()
+    batcher = Batcher(model, job.batch_size, job.tta)
+    n_workers = default_workers() if job.workers < 0 else job.workers
+    quiet = job.quiet or not sys.stderr.isatty()
     bar = tqdm(total=len(todo), unit="file", disable=quiet, desc="files")
-    frames_bar = tqdm(total=None if quiet else frames_total(todo, cfg.fps), unit="frame",
+    frames_bar = tqdm(total=None if quiet else frames_total(todo, settings.fps), unit="frame",
                       disable=quiet, desc="frames", position=1)
     pending: dict[int, _Pending] = {}
 
@@ -101,10 +99,8 @@ def process(job: EngineJob) -> Iterator[FileResult]:
         else:  # "done"; its faces may still wait for a full batch
             p.end = payload
 
-    margin = margin_for(cfg.detector)
-    messages = _in_process(cfg, todo, det_args, model.input_size, margin, start) \
-        if n_workers == 0 else \
-        _from_workers(cfg, todo, n_workers, det_args, model.input_size, margin, start)
+    messages = _in_process(settings, todo, model.input_size, start) if n_workers == 0 else \
+        _from_workers(settings, todo, n_workers, model.input_size, start)
     try:
         for idx, (kind, payload) in messages:
             handle(idx, kind, payload)
@@ -118,13 +114,13 @@ def process(job: EngineJob) -> Iterator[FileResult]:
         frames_bar.close()
 
 
-def _in_process(cfg, todo, det_args, size, margin, start: Callable[[int], None]):
-    from ..detect import get_detector
+def _in_process(settings: ExtractSettings, todo, size, start: Callable[[int], None]):
+    from batchemo.media.detect import get_detector
 
-    detector = get_detector(**det_args)
+    detector = get_detector(**settings.detector_args)
     for idx, task in enumerate(todo):
         start(idx)
-        for msg in extract(task.item, cfg.fps, detector, size, margin, CHUNK_FRAMES):
+        for msg in extract(task.item, settings, detector, size, CHUNK_FRAMES):
             yield idx, msg
 
 
@@ -161,12 +157,11 @@ def _main_not_reimported():
                 main.__dict__.pop("__spec__", None)
 
 
-def _from_workers(cfg, todo, n_workers, det_args, size, margin, start: Callable[[int], None]):
+def _from_workers(settings: ExtractSettings, todo, n_workers, size, start: Callable[[int], None]):
     # spawn, not fork: the parent holds TensorFlow's threads, which a fork would copy broken.
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue(maxsize=4 * n_workers)
-    procs = [ctx.Process(target=worker_main, args=(tasks, results, det_args, size, margin,
-                                                   cfg.fps, CHUNK_FRAMES,
+    procs = [ctx.Process(target=worker_main, args=(tasks, results, settings, size, CHUNK_FRAMES,
                                                    detect_threads(n_workers)),
                         daemon=True)
              for _ in range(n_workers)]

@@ -35,13 +35,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..config import actor_range
-from ..crop import margin_for
-from ..errors import BatchemoError, ConfigError
-from ..extract import extract
-from ..model import int8_file
-from ..records import (
+from batchemo.engines.ray_session import ray_data_quiet, ray_session
+from batchemo.errors import BatchemoError, ConfigError
+from batchemo.media.extract import extract
+from batchemo.model import int8_file
+from batchemo.options import actor_range
+from batchemo.records import (
     EngineJob,
+    ExtractSettings,
     Face,
     FaceBox,
     FileResult,
@@ -49,7 +50,6 @@ from ..records import (
     MediaInfo,
     SampledFrame,
 )
-from .ray_session import ray_data_quiet, ray_session
 
 log = logging.getLogger("batchemo")
 
@@ -88,7 +88,7 @@ def process(job: EngineJob) -> Iterator[FileResult]:
     ray = require_ray()
     if not job.files:  # an incremental run with nothing new does not pay Ray's start-up
         return
-    with ray_session(ray, job.settings), ray_data_quiet(ray):
+    with ray_session(ray, job), ray_data_quiet(ray):
         ds = _dataset(ray, job)
         try:
             seen = _Placement()
@@ -118,16 +118,16 @@ class _Attempts:
         return self.started[idx]
 
 
-def _detect_crop(batch: dict[str, np.ndarray], det_args: dict, size: int, margin: float,
-                 fps: float, chunk_frames: int, attempts) -> Iterator[dict[str, np.ndarray]]:
+def _detect_crop(batch: dict[str, np.ndarray], settings: ExtractSettings, size: int,
+                 chunk_frames: int, attempts) -> Iterator[dict[str, np.ndarray]]:
     """Task: extract() for each file of a batch (one), rows streamed per chunk."""
     import ray
 
-    key = json.dumps(det_args, sort_keys=True)
+    key = json.dumps(settings.detector_args, sort_keys=True)
     if key not in _DETECTORS:
-        from ..detect import get_detector
+        from batchemo.media.detect import get_detector
 
-        _DETECTORS[key] = get_detector(**det_args)
+        _DETECTORS[key] = get_detector(**settings.detector_args)
     node = ray.get_runtime_context().get_node_id()
     for idx, blob in zip(batch["idx"], batch["item"], strict=True):
         idx = int(idx)
@@ -138,13 +138,13 @@ def _detect_crop(batch: dict[str, np.ndarray], det_args: dict, size: int, margin
             yield _rows(idx, size, [DONE], [0], [np.nan], [-1], [(0, 0, 0, 0)], [0.0], [None],
                         meta=json.dumps(meta))
             continue
-        yield from _file(idx, pickle.loads(blob), _DETECTORS[key], size, margin, fps,
+        yield from _file(idx, pickle.loads(blob), _DETECTORS[key], size, settings,
                          chunk_frames, node)
 
 
-def _file(idx: int, item, detector, size, margin, fps, chunk_frames, node: str):
+def _file(idx: int, item, detector, size, settings: ExtractSettings, chunk_frames, node: str):
     started, sent = time.perf_counter(), 0
-    for kind, payload in extract(item, fps, detector, size, margin, chunk_frames):
+    for kind, payload in extract(item, settings, detector, size, chunk_frames):
         if kind == "chunk":
             rows = _chunk_rows(idx, payload, size)
             sent += len(rows["idx"])
@@ -164,8 +164,8 @@ class _Infer:
                  model_id: str, precision: str):
         import ray
 
-        from ..infer import Batcher
-        from ..model import load_model
+        from batchemo.engines.batcher import Batcher
+        from batchemo.model import load_model
 
         # The driver ships the artifact's bytes: workers need no access to the model's path.
         with tempfile.TemporaryDirectory(prefix="batchemo-model-") as d:
@@ -229,19 +229,17 @@ def _rows(idx, size, kinds, fis, ts, fidx, boxes, scores, crops, n_rows=0, meta=
 def _dataset(ray, job: EngineJob):
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-    from .local import CHUNK_FRAMES
+    from batchemo.engines.local import CHUNK_FRAMES
 
-    cfg, todo, model = job.settings, job.files, job.model
+    todo, model = job.files, job.model
     resources = ray.cluster_resources()
-    lo, hi = _actor_pool(cfg, resources)
-    n_tasks = min(cfg.workers, len(todo)) if cfg.workers > 0 else None
+    lo, hi = _actor_pool(job, resources)
+    n_tasks = min(job.workers, len(todo)) if job.workers > 0 else None
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     log.info("Ray: %d node(s), %g CPUs, %g GPUs; decode/detect tasks: %s; model actors: %s "
              "(%g CPU, %g GPU each)", nodes, resources.get("CPU", 0), resources.get("GPU", 0),
              n_tasks or "as the CPUs allow", f"{lo}..{hi}" if lo < hi else lo, INFER_CPUS,
-             cfg.ray_gpus)
-    det_args = {"name": cfg.detector, "min_face": cfg.min_face,
-                "score_threshold": cfg.score_threshold}
+             job.ray_gpus)
     # MediaItems travel pickled: paths need not be valid UTF-8 (Arrow strings must be).
     items = [{"idx": i, "item": pickle.dumps(task.item)} for i, task in enumerate(todo)]
     path = Path(model.path)
@@ -253,37 +251,36 @@ def _dataset(ray, job: EngineJob):
     return (ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
             .map_batches(_detect_crop, batch_size=1, batch_format="numpy",
                          compute=TaskPoolStrategy(size=n_tasks), num_cpus=DETECT_CPUS,
-                         fn_kwargs={"det_args": det_args, "size": model.input_size,
-                                    "margin": margin_for(cfg.detector), "fps": cfg.fps,
+                         fn_kwargs={"settings": job.extract, "size": model.input_size,
                                     "chunk_frames": CHUNK_FRAMES, "attempts": attempts})
-            .map_batches(_Infer, batch_size=cfg.batch_size, batch_format="numpy",
+            .map_batches(_Infer, batch_size=job.batch_size, batch_format="numpy",
                          compute=ActorPoolStrategy(min_size=lo, max_size=hi),
-                         num_cpus=INFER_CPUS, num_gpus=cfg.ray_gpus or None,
+                         num_cpus=INFER_CPUS, num_gpus=job.ray_gpus or None,
                          memory=INFER_MEMORY,
                          fn_constructor_kwargs={"artifact": artifact,
                                                 "keras_name": path.name,
-                                                "batch_size": cfg.batch_size,
+                                                "batch_size": job.batch_size,
                                                 "tta": job.tta,
                                                 "precision": model.precision,
                                                 "model_id": model.model_id}))
 
 
-def _actor_pool(cfg, resources: dict[str, float]) -> tuple[int, int]:
+def _actor_pool(job: EngineJob, resources: dict[str, float]) -> tuple[int, int]:
     """The model actors' pool size (MIN, MAX) for --ray-actors on a cluster with `resources`."""
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     # Actors beyond what the CPUs hold beside one decode task would wait for them forever.
     room = max(1, int((cpus - DETECT_CPUS) / INFER_CPUS))
     auto = max(1, int(cpus // CPUS_PER_ACTOR))
-    if cfg.ray_gpus > 0:
-        room = min(room, int(gpus / cfg.ray_gpus + 1e-9))
+    if job.ray_gpus > 0:
+        room = min(room, int(gpus / job.ray_gpus + 1e-9))
         if room < 1:
-            raise ConfigError(f"--ray-gpus {cfg.ray_gpus:g}: this Ray cluster has {gpus:g} "
+            raise ConfigError(f"--ray-gpus {job.ray_gpus:g}: this Ray cluster has {gpus:g} "
                               "GPUs, too few for one model actor")
         auto = room
-    lo, hi = actor_range(cfg.ray_actors) or (1, auto)
+    lo, hi = actor_range(job.ray_actors) or (1, auto)
     if hi > room:
         log.warning("--ray-actors %s: this Ray cluster's %g CPUs and %g GPUs hold %d model "
-                    "actors; using at most %d", cfg.ray_actors, cpus, gpus, room, room)
+                    "actors; using at most %d", job.ray_actors, cpus, gpus, room, room)
     return min(lo, room), min(hi, room)
 
 
@@ -330,7 +327,7 @@ class _Gathered:
 
 def _collect(ds, job: EngineJob, seen: _Placement) -> Iterator[FileResult]:
     """Gather rows per file; yield each file as soon as all of its rows are in."""
-    quiet = job.settings.quiet or not sys.stderr.isatty()
+    quiet = job.quiet or not sys.stderr.isatty()
     bar = tqdm(total=len(job.files), unit="file", disable=quiet, desc="files")
     pending: dict[int, _Gathered] = {}
     done: set[int] = set()  # rows of a file given up after crashes may still arrive

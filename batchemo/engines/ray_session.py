@@ -10,28 +10,28 @@ import signal
 import tempfile
 import threading
 
-from ..errors import OutputError
+from batchemo.errors import OutputError
 
 log = logging.getLogger("batchemo")
 
 
 @contextlib.contextmanager
-def ray_session(ray, cfg):
+def ray_session(ray, job):
     """Connect to --ray-address, else RAY_ADDRESS (as `ray job submit` sets it), else start a
     private local Ray; leave a caller's Ray alone."""
     if ray.is_initialized():  # the caller's Ray (tests, a notebook): use it, leave it running
         yield
         return
     handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it; pipeline's must stay
-    kwargs = {"include_dashboard": False, "log_to_driver": not cfg.quiet,
+    kwargs = {"include_dashboard": False, "log_to_driver": not job.quiet,
               "logging_level": logging.WARNING}
     temp = None
     # RAY_ADDRESS as Ray's own tools read it; "auto" finds the cluster started on this machine.
     # Without either: a new instance, never a cluster someone started on this machine.
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or "local"
+    address = job.ray_address or os.environ.get("RAY_ADDRESS") or "local"
     if address != "local":
         log.info("Ray: connecting to %s%s", address,
-                 "" if cfg.ray_address else " (RAY_ADDRESS)")
+                 "" if job.ray_address else " (RAY_ADDRESS)")
     else:
         # Ray leaves a session folder per start; under cron they pile up in /tmp/ray.
         temp = kwargs["_temp_dir"] = tempfile.mkdtemp(prefix="batchemo-ray-")

@@ -1,0 +1,181 @@
+"""Worker side of the pipeline: decode → detect → crop for one file, streamed in small chunks."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from batchemo.errors import MediaError
+from batchemo.media.crop import face_crop
+from batchemo.media.decode import iter_frames
+from batchemo.media.shotcuts import ShotCuts
+from batchemo.records import DetectedFrame, Extracted, ExtractSettings, MediaInfo, MediaItem
+
+log = logging.getLogger("batchemo")
+
+
+def extract(item: MediaItem, settings: ExtractSettings, detectors, size: int,
+            chunk_frames: int = 16) -> Iterator[tuple[str, object]]:
+    """Yield ("chunk", [DetectedFrame, ...]) messages, then ("done", Extracted).
+
+    `detectors`: one detector, or a list of them to detect that many frames at once (detected).
+    Never raises for bad media: the failure becomes the `error` of the final message, and frames
+    decoded before it are still delivered (a truncated video keeps its good part).
+    """
+    info = MediaInfo()
+    chunk, error = [], None
+    cuts = ShotCuts()  # hard cuts end tracks; found here, where the pixels are
+    try:
+        frames = prefetched(iter_frames(item, settings.fps, info))
+        for frame, boxes, crops, thumb in detected(frames, detectors, size, settings.margin):
+            if frame.t_sec is not None:
+                cuts.add(frame.frame_index, frame.image if thumb is None else thumb)
+            chunk.append(DetectedFrame(frame.frame_index, frame.t_sec, boxes, crops))
+            if len(chunk) >= chunk_frames:
+                yield "chunk", chunk
+                chunk = []
+    except MediaError as e:
+        error = str(e)
+    except MemoryError:
+        error = "out of memory while decoding (image too large?)"
+    except Exception as e:  # a decoder bug on one file must not end an unattended run
+        log.debug("unexpected error on %s", item.path, exc_info=True)
+        error = f"{type(e).__name__}: {e}"
+    if chunk:
+        yield "chunk", chunk
+    yield "done", Extracted(info, list(cuts.frames), error)
+
+
+def detected(frames: Iterator, detectors, size: int, margin: float) -> Iterator[tuple]:
+    """(frame, boxes, crops, thumbnail) per frame, in order. With several detectors (one
+    interpreter each), frames are detected on that many threads, a few frames ahead: LiteRT and
+    OpenCV release the GIL, so one long video uses more than one core."""
+    detectors = detectors if isinstance(detectors, list) else [detectors]
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for d in detectors:
+        free.put(d)
+
+    def one(frame) -> tuple:
+        det = free.get()
+        try:
+            boxes = det.detect(frame.image)
+            crops = np.stack([face_crop(frame.image, b, size, margin) for b in boxes]) \
+                if boxes else np.zeros((0, size, size, 1), np.uint8)
+            return frame, boxes, crops, det.thumbnail
+        finally:
+            free.put(det)
+
+    if len(detectors) == 1:
+        yield from map(one, frames)
+        return
+    with ThreadPoolExecutor(len(detectors), thread_name_prefix="batchemo-detect") as pool:
+        ahead: collections.deque = collections.deque()
+        for frame in frames:
+            ahead.append(pool.submit(one, frame))
+            if len(ahead) > 2 * len(detectors):
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
+def detect_threads(n_workers: int) -> int:
+    """Detector threads per worker process: the cores the workers leave over, at most 4."""
+    return max(1, min(4, (os.cpu_count() or 1) // max(1, n_workers)))
+
+
+def prefetched(frames: Iterator, depth: int = 4) -> Iterator:
+    """Run `frames` on a thread, `depth` items ahead, so decoding overlaps detection.
+
+    OpenCV's decoder and LiteRT both release the GIL. The thread is always joined and its
+    exception re-raised here; memory holds at most `depth` frames.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for f in frames:
+                while not stop.is_set():
+                    try:
+                        q.put(f, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put(e)
+
+    t = threading.Thread(target=produce, name="batchemo-decode", daemon=True)
+    t.start()
+    try:
+        while (f := q.get()) is not done:
+            if isinstance(f, BaseException):
+                raise f
+            yield f
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.05)
+        t.join()
+
+
+def worker_main(tasks, results, settings: ExtractSettings, size: int, chunk_frames: int,
+                threads: int = 1) -> None:
+    """Process entry point: `threads` detectors per process, files from `tasks` until None."""
+    import multiprocessing
+    import signal
+
+    from batchemo.media.detect import get_detector
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
+    if os.environ.get("BATCHEMO_LOG_JSON"):  # jsonlog.ENV: the run logs JSON, so do we
+        from batchemo._util.jsonlog import log_json_here
+
+        log_json_here()
+
+    def orphaned() -> bool:
+        # multiprocessing's own parent handle: a pipe that closes when the parent dies, even one
+        # killed while this process was still importing (a pid read here would already be init's)
+        return not multiprocessing.parent_process().is_alive()
+
+    if orphaned():  # killed while we were importing: don't even load a detector
+        _exit_orphan()
+    detectors = [get_detector(**settings.detector_args) for _ in range(threads)]
+    while True:
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            if orphaned():
+                _exit_orphan()
+            continue
+        if task is None:
+            return
+        idx, item = task
+        for msg in extract(item, settings, detectors, size, chunk_frames):
+            # A bounded queue: a parent killed with -9 never drains it, so poll while blocked.
+            while True:
+                try:
+                    results.put((idx, msg), timeout=1.0)
+                    break
+                except queue.Full:
+                    if orphaned():
+                        _exit_orphan()
+
+
+def _exit_orphan() -> None:
+    # Parent killed (-9): exit at once. A normal exit would wait for the queue's feeder thread to
+    # flush into a pipe nobody reads any more, which is how workers used to linger for minutes.
+    os._exit(0)

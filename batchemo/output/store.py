@@ -1,0 +1,338 @@
+"""Per-file staged parts and the output tables rebuilt from them (storage only: what the rows
+mean, tracking and the derived tables, is the pipeline's and derive.py's).
+
+Each finished file's faces and frames go to a part file at once (written atomically, then its
+ledger row is committed). The single-file outputs (`results.parquet`, `results.frames.parquet`, …)
+are rebuilt by streaming the parts at the end of a run, or at the start of the next run after a
+kill. In the directory form the parts *are* the dataset: `results/faces/part-<run>-<n>.parquet`.
+
+Parts holding no rows are not written. Past `Store.COMPACT_AT` small parts (and by `batchemo
+compact`), small parts are merged into compacted parts (`part-<tag>-c<n>`) of about
+`ROW_GROUP_ROWS` rows, which many files' ledger rows share: a file's old rows in a compacted part
+are filtered out of it at the end of the run that replaced them (`purge_stale`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from batchemo.output.ledger import Ledger
+from batchemo.output.tables import (
+    FRAMES_SCHEMA,
+    ROW_GROUP_ROWS,
+    TABLES,
+    OutputPaths,
+    faces_schema,
+    files_table,
+    runs_table,
+    write_batches,
+    write_table,
+)
+from batchemo.records import STATUS_ERROR
+
+log = logging.getLogger("batchemo")
+STAGED = ("faces", "frames")
+
+
+def is_shared(part: str) -> bool:
+    """Whether a part is compacted (`part-<tag>-c<n>`: many files' rows) or one file's."""
+    return part.rsplit("-", 1)[-1].startswith("c")
+
+
+def _key_mask(table: pa.Table, keys: set[tuple[str, str]]) -> pa.ChunkedArray:
+    joined = pc.binary_join_element_wise(table["root"], table["source"], "\x00")
+    return pc.is_in(joined, value_set=pa.array([f"{r}\x00{s}" for r, s in keys], pa.string()))
+
+
+class Store:
+    """Staged parts of one output, keyed by the ledger's `part` column."""
+
+    COMPACT_AT = 256  # small parts (per output) past which a rebuild compacts them first
+
+    def __init__(self, paths: OutputPaths, ledger: Ledger):
+        self.paths = paths
+        self.ledger = ledger
+        self.base = paths.out if paths.is_dataset else paths.state / "parts"
+        self._n = 0
+        self._cache: tuple[Path, pa.Table] | None = None  # the last compacted part read
+
+    def part_path(self, kind: str, part: str) -> Path:
+        return self.base / kind / f"{part}.parquet"
+
+    def recover(self) -> tuple[str, ...] | None:
+        """Delete parts no ledger row points at (a kill between part and commit); returns the
+        class set if a killed run left the outputs behind its committed files (rebuild them)."""
+        live = {r["part"] for r in self.ledger.files().values() if r["part"]}
+        for kind in STAGED:
+            d = self.base / kind
+            for f in d.glob("*.parquet") if d.is_dir() else []:
+                if f.stem not in live:
+                    f.unlink(missing_ok=True)
+            for f in d.glob(".*.tmp") if d.is_dir() else []:
+                f.unlink(missing_ok=True)
+        for name in TABLES:  # temp files of a writer killed mid-write (we hold the lock)
+            target = self.paths.table(name)
+            folder, pattern = (target, ".*.tmp") if self.paths.is_dataset else \
+                (target.parent, f".{target.name}.*.tmp")
+            for f in folder.glob(pattern) if folder.is_dir() else []:
+                f.unlink(missing_ok=True)
+        self.purge_stale()
+        classes = self.ledger.get_meta("classes")
+        if not classes:
+            return None
+        classes = tuple(json.loads(classes))
+        if self.ledger.dirty:
+            log.info("completing the outputs of an interrupted run")
+            return classes
+        return classes if self.check_parts(classes) else None
+
+    def check_parts(self, classes: tuple[str, ...]) -> int:
+        """Send back for processing every file whose staged rows are missing, unreadable or of
+        another class set (a model change); returns how many. Rows are never mixed or lost
+        silently: the file is processed again, or, if it is gone, its row says why it has none."""
+        want = {"faces": faces_schema(classes).names, "frames": FRAMES_SCHEMA.names}
+        bad, seen = 0, {}  # a compacted part's footer is read once, not once per file
+        for r in self.ledger.files().values():
+            why = r["part"] and self._part_problem(r, want, seen)
+            if why:
+                self.send_back(r, why)
+                bad += 1
+        return bad
+
+    def _part_problem(self, r: dict, want: dict, seen: dict) -> str | None:
+        kinds = (["faces"] if r["faces"] else []) + \
+            (["frames"] if r["media_type"] == "video" and r["frames_sampled"] else [])
+        for kind in kinds:  # a file without rows of a kind has no part of it
+            if (kind, r["part"]) not in seen:
+                seen[kind, r["part"]] = self._file_problem(kind, r["part"], want[kind])
+            if seen[kind, r["part"]]:
+                return seen[kind, r["part"]]
+        return None
+
+    def _file_problem(self, kind: str, part: str, names: list[str]) -> str | None:
+        f = self.part_path(kind, part)
+        if not f.is_file():
+            return f"its staged {kind} rows are missing ({f.name})"
+        try:
+            got = pq.read_schema(f).names
+        except (OSError, pa.ArrowException) as e:
+            return f"its staged {kind} rows are unreadable ({e})"
+        if got != names:
+            return f"its staged {kind} rows were made with another model's classes"
+        return None
+
+    def send_back(self, r: dict, why: str) -> None:
+        """Drop a file's staged rows; a present file is processed again by the next plan."""
+        self.drop_part(r["part"])
+        then = "it is processed again" if r["present"] else "the file is gone, its rows dropped"
+        log.warning("%s: %s; %s", r["source"], why, then)
+        # settings_id None: the plan sees changed settings and processes the file again
+        self.ledger.commit_file({**r, "part": None, "settings_id": None, "status": STATUS_ERROR,
+                                 "error": f"{why}; {then}", "faces": 0, "frames_sampled": 0})
+
+    def write_part(self, run_id: str, faces: pa.Table, frames: pa.Table | None) -> str | None:
+        """Stage a file's rows (frames: videos only); returns the part's name for its ledger row,
+        None when there are no rows to stage (a photo without faces: no 0-row part file)."""
+        if not faces.num_rows and (frames is None or not frames.num_rows):
+            return None
+        self._n += 1
+        part = f"part-{run_id}-{self._n:06d}"
+        if faces.num_rows:
+            write_table(faces, self.part_path("faces", part))
+        if frames is not None and frames.num_rows:
+            write_table(frames, self.part_path("frames", part))
+        return part
+
+    def forget(self, key: tuple[str, str], prev: dict, prune: bool) -> None:
+        """A file gone from its root: keep its rows (marked absent), or with `prune` drop them."""
+        if prune:
+            self.ledger.delete(key)
+            if prev.get("part"):
+                self.drop_part(prev["part"])
+        else:
+            self.ledger.mark_absent(key)
+        self.ledger.mark_dirty()
+
+    def drop_part(self, part: str) -> None:
+        """Delete a file's part; a compacted part is only marked, for `purge_stale`."""
+        if is_shared(part):
+            stale = set(json.loads(self.ledger.get_meta("stale_parts") or "[]")) | {part}
+            self.ledger.set_meta("stale_parts", json.dumps(sorted(stale)))
+            return
+        for kind in STAGED:
+            self.part_path(kind, part).unlink(missing_ok=True)
+
+    def _members(self) -> dict[str, set[tuple[str, str]]]:
+        members: dict[str, set[tuple[str, str]]] = {}
+        for key, r in self.ledger.files().items():
+            if r["part"]:
+                members.setdefault(r["part"], set()).add(key)
+        return members
+
+    def purge_stale(self) -> None:
+        """Filter out of compacted parts the rows of files that left them (changed, pruned)."""
+        stale = json.loads(self.ledger.get_meta("stale_parts") or "[]")
+        if not stale:
+            return
+        members, self._cache = self._members(), None
+        for part in stale:
+            keys = members.get(part, set())
+            for kind in STAGED:
+                f = self.part_path(kind, part)
+                try:
+                    table = pq.read_table(f) if keys and f.is_file() else None
+                except (OSError, ValueError, pa.ArrowException):
+                    continue  # check_parts or _stream sends its files back
+                kept = None if table is None else table.filter(_key_mask(table, keys))
+                if kept is None or not kept.num_rows:
+                    f.unlink(missing_ok=True)
+                elif kept.num_rows < table.num_rows:
+                    write_table(kept, f)
+        self.ledger.set_meta("stale_parts", None)
+
+    def compact(self, tag: str, force: bool = False) -> int:
+        """Merge small parts (fewer than ROW_GROUP_ROWS // 2 rows) into compacted parts of about
+        ROW_GROUP_ROWS rows, if there are COMPACT_AT of them (any two with `force`); returns
+        how many parts were merged. New parts are written, then the ledger points at them in one
+        transaction, then the old ones go: a kill leaves orphans that `recover` deletes."""
+        self.purge_stale()
+        size: dict[str, int] = {}
+        for r in self._rows():
+            if r["part"]:
+                n = max(r["faces"] or 0, r["frames_sampled"] or 0)
+                size[r["part"]] = size.get(r["part"], 0) + n
+        small = [p for p, n in size.items() if n < ROW_GROUP_ROWS // 2]
+        if len(small) < (2 if force else self.COMPACT_AT):
+            return 0
+        members, groups, group, rows = self._members(), [], [], 0
+        for part in small:
+            group.append(part)
+            rows += size[part]
+            if rows >= ROW_GROUP_ROWS:
+                groups.append(group)
+                group, rows = [], 0
+        if len(group) > 1 or not groups:
+            groups.append(group)
+        elif group:  # one small part left over: into the last group, not a part of its own
+            groups[-1].extend(group)
+        merged, n = 0, 0
+        for group in groups:
+            n += 1  # a name no part has (the command may run twice in a second)
+            while any(self.part_path(k, f"part-{tag}-c{n:04d}").exists() for k in STAGED):
+                n += 1
+            new = f"part-{tag}-c{n:04d}"
+            keys = set().union(*(members[p] for p in group))
+            for kind in STAGED:
+                tables = [pq.read_table(f).replace_schema_metadata(None) for p in group
+                          if (f := self.part_path(kind, p)).is_file()]
+                if tables:
+                    table = pa.concat_tables(tables)
+                    write_table(table.filter(_key_mask(table, keys)), self.part_path(kind, new))
+            self.ledger.set_parts(dict.fromkeys(keys, new))
+            for p in group:
+                for kind in STAGED:
+                    self.part_path(kind, p).unlink(missing_ok=True)
+            merged += len(group)
+        self._cache = None
+        if merged:
+            log.info("compacted %d staged parts into %d", merged, len(groups))
+        return merged
+
+    def _stream(self, kind: str, schema: pa.Schema, rows: list[dict]):
+        members: dict[str, set[tuple[str, str]]] = {}  # parts in the rows' order, read once each
+        for r in rows:
+            if r["part"]:
+                members.setdefault(r["part"], set()).add((r["root"], r["source"]))
+        for part, keys in members.items():
+            f = self.part_path(kind, part)
+            if not f.is_file():
+                continue
+            try:  # check_parts read the footer; a part can still be corrupt inside
+                table = pq.read_table(f).cast(schema)
+                if is_shared(part):
+                    table = table.filter(_key_mask(table, keys))
+            except (OSError, ValueError, pa.ArrowException) as e:
+                for r in rows:
+                    if r["part"] == part:
+                        self.send_back(self.ledger.get((r["root"], r["source"])) or r,
+                                       f"its staged {kind} rows are unreadable ({e})")
+                        r["part"] = None
+                continue
+            yield from table.to_batches()
+
+    def rebuild(self, classes: tuple[str, ...], tag: str) -> tuple[list[dict], pa.Table]:
+        """Rewrite faces/frames (single-file form), files and runs atomically; returns the
+        ledger rows and the files table, from which the derived tables are made."""
+        self.purge_stale()
+        self.check_parts(classes)
+        self.compact(tag)  # past COMPACT_AT small parts
+        rows = self._rows()
+        p, fmt = self.paths, self.paths.fmt
+        if not p.is_dataset:
+            write_batches(faces_schema(classes), self._stream("faces", faces_schema(classes), rows),
+                          p.table("faces"), fmt)
+            write_batches(FRAMES_SCHEMA, self._stream("frames", FRAMES_SCHEMA, rows),
+                          p.table("frames"), fmt)
+            rows = self._rows()  # a part found corrupt while streaming changed its file's row
+        files = files_table(rows)
+        self.write_small("files", files, tag)
+        runs = runs_table(self.ledger.runs())
+        self.write_small("runs", runs, tag)
+        return rows, files
+
+    def complete(self) -> bool:
+        """Whether every output table exists (a user may have deleted one)."""
+        return all(self.paths.table(name).exists() for name in TABLES)
+
+    def write_runs(self, run_id: str) -> None:
+        """Rewrite only the runs table (a run that changed nothing else)."""
+        runs = runs_table(self.ledger.runs())
+        self.write_small("runs", runs, run_id)
+
+    def _rows(self) -> list[dict]:
+        return sorted(self.ledger.files().values(), key=lambda r: (r["root"], r["source"]))
+
+    def read_part(self, kind: str, row: dict) -> pd.DataFrame | None:
+        f = self.part_path(kind, row["part"]) if row["part"] else None
+        try:
+            if not (f and f.is_file()):
+                return None
+            if not is_shared(row["part"]):
+                return pq.read_table(f).to_pandas()
+            if self._cache is None or self._cache[0] != f:  # rows come in part order
+                self._cache = (f, pq.read_table(f))
+            table = self._cache[1]
+            return table.filter(_key_mask(table, {(row["root"], row["source"])})).to_pandas()
+        except (OSError, ValueError, pa.ArrowException):
+            return None  # a corrupt part: _stream reports it and sends its file back
+
+    def concat(self, kind: str, rows: list[dict], schema: pa.Schema) -> pd.DataFrame:
+        return pa.Table.from_batches(list(self._stream(kind, schema, rows)), schema=schema)\
+            .to_pandas()
+
+    def write_stream(self, name: str, schema: pa.Schema, batches, tag: str) -> None:
+        p = self.paths
+        if not p.is_dataset:
+            write_batches(schema, batches, p.table(name), p.fmt)
+            return
+        self.write_small(name, pa.Table.from_batches(list(batches), schema=schema), tag)
+
+    def write_small(self, name: str, table: pa.Table, tag: str) -> None:
+        p = self.paths
+        if not p.is_dataset:
+            write_table(table, p.table(name), p.fmt)
+            return
+        d = p.table(name)
+        new = d / f"part-{tag}.parquet"
+        write_table(table, new)
+        for old in d.glob("part-*.parquet"):
+            if old != new:
+                old.unlink(missing_ok=True)
+

@@ -1,0 +1,80 @@
+"""The models `fit` trains when the student does not train alone: distillation from frozen
+teachers on the very faces the student sees, and --degrade's degradations in front of it."""
+
+from __future__ import annotations
+
+from batchemo.config import TrainConfig
+from batchemo.errors import ConfigError
+from batchemo.model import ARCHS, INPUT_SIZE, load_model, rebuild
+
+
+def distiller(keras, student, cfg: TrainConfig, classes: tuple[str, ...]):
+    """(a model training `student`, the teachers' cards). The faces are augmented once and fed
+    to the student and to the frozen teachers, so the target is (1 - distill) x the smoothed label
+    + distill x the teachers' mean prediction on the very face the student sees."""
+    ops = keras.ops
+    teachers, cards = [], []
+    for i, path in enumerate(cfg.teachers):
+        source = load_model(path)
+        if source.meta.get("arch") not in ARCHS:
+            raise ConfigError(f"--teachers {path}: not one of batchemo's architectures")
+        if source.classes != tuple(classes) or source.input_size != INPUT_SIZE[cfg.arch]:
+            raise ConfigError(f"--teachers {path}: it takes {source.input_size}px faces of "
+                              f"classes {', '.join(source.classes)}; this training takes "
+                              f"{INPUT_SIZE[cfg.arch]}px faces of {', '.join(classes)}")
+        # Rebuilt without augmentation layers, in the training precision: as loaded (Keras's
+        # augmentation layers inside, float32) a JAX step on an H200 took 1.06 s, rebuilt 6.8 ms.
+        teacher = rebuild(source.keras_model, source.meta["arch"], len(classes),
+                          keras.config.dtype_policy().name, augment="none")
+        teacher.trainable = False
+        teacher.name = f"teacher_{i}"  # every build is named batchemo_<arch>
+        teachers.append(teacher)
+        cards.append(provenance(source.meta))
+
+    class Distil(keras.layers.Layer):
+        """Passes the student's probabilities on; adds distill x cross-entropy to the guess."""
+
+        def call(self, probs, guess):
+            guess = ops.stop_gradient(ops.cast(guess, "float32"))
+            ce = keras.losses.categorical_crossentropy(guess, ops.cast(probs, "float32"))
+            self.add_loss(cfg.distill * ops.mean(ce))
+            return probs
+
+    from batchemo.training.augment import augmentation
+
+    inputs = keras.Input(student.input_shape[1:], name="face")
+    x = inputs
+    for layer in augmentation(cfg.augment if cfg.arch == "default" else "none"):
+        x = layer(x)
+    guess = ops.mean(ops.stack([t(x, training=False) for t in teachers]), axis=0)
+    seen = degrader(cfg)(x) if cfg.degrade else x  # the teachers see the clean face
+    return keras.Model(inputs, Distil(dtype="float32")(student(seen), guess)), cards
+
+
+def degrader(cfg: TrainConfig):
+    from batchemo.training.augment import FaceDegrade
+
+    d = cfg.degrade  # the other degradations follow the resize rate
+    return FaceDegrade(p_resize=d, p_jpeg=0.8 * d, p_blur=0.3 * d, p_noise=0.4 * d,
+                       p_tone=0.6 * d, seed=cfg.seed)
+
+
+def degrading(keras, model, cfg: TrainConfig):
+    """`model` behind --degrade's degradations (the model itself unchanged), or `model` if off."""
+    if not cfg.degrade:
+        return model
+    inputs = keras.Input(model.input_shape[1:], name="face")
+    return keras.Model(inputs, model(degrader(cfg)(inputs)))
+
+
+def provenance(meta: dict) -> dict:
+    """What a card records of an artifact it started from or learnt from: its identity, its
+    headline metrics (the full ones are in its own card) and, in turn, its provenance."""
+    keep = ("model_id", "arch", "classes", "seed", "epochs_trained", "initialised_from",
+            "distilled_from")
+    out = {k: meta[k] for k in keep if k in meta}
+    for split in ("validation", "test"):
+        if split in meta:
+            out[split] = {k: meta[split][k] for k in ("n", "accuracy", "macro_f1", "split")
+                          if k in meta[split]}
+    return out

@@ -1,0 +1,245 @@
+"""Timelines and segments on tiny hand-computed tables."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import timeline_columns
+
+from batchemo.analysis.columns import valence
+from batchemo.analysis.segments import segments
+from batchemo.analysis.timeline import timeline
+from batchemo.analysis.timeline_stream import timeline_from_parquet
+
+CLASSES = ["angry", "happy", "neutral", "sad"]
+
+
+def face(source, t, probs, track=0, media="video", root="r", fi=None):
+    p = dict(zip(CLASSES, probs, strict=True))
+    top = max(p, key=p.get)
+    row = {"root": root, "source": source, "media_type": media,
+           "frame_index": int(round(t * 2)) if fi is None else fi,
+           "t_sec": t if media == "video" else None, "face_index": 0, "track_id": track,
+           "x": 0, "y": 0, "w": 10, "h": 10, "det_score": 0.9}
+    row.update({f"p_{c}": np.float32(v) for c, v in p.items()})
+    row.update(emotion=top, confidence=np.float32(p[top]), model_id="m", run_id="run1")
+    return row
+
+
+def frames_for(source, n, dt=0.5, root="r"):
+    return pd.DataFrame({"root": root, "source": source, "frame_index": np.arange(n),
+                         "t_sec": np.arange(n) * dt, "n_faces": 0})
+
+
+def onehot(name, strength=1.0):
+    rest = (1 - strength) / (len(CLASSES) - 1)
+    return [strength if c == name else rest for c in CLASSES]
+
+
+def track_rows(tl, track):
+    return tl[tl["track_id"].eq(track).fillna(False)].reset_index(drop=True)
+
+
+def test_binning_means_counts_and_columns():
+    faces = pd.DataFrame([face("v.mp4", 0.0, [0.1, 0.8, 0.1, 0.0]),
+                          face("v.mp4", 0.5, [0.3, 0.4, 0.3, 0.0]),
+                          face("v.mp4", 1.0, [0.0, 0.0, 0.2, 0.8]),
+                          face("img.jpg", 0.0, [0, 1, 0, 0], media="image")])
+    tl = timeline(faces, frames_for("v.mp4", 4), smoothing="none")
+    assert list(tl.columns) == timeline_columns(CLASSES)
+    assert set(tl["source"]) == {"v.mp4"}  # images have no timeline
+    assert tl["bin_start"].tolist() == [0.0, 1.0] and tl["bin_end"].tolist() == [1.0, 2.0]
+    assert tl["n_faces"].tolist() == [2, 1] and tl["n_frames"].tolist() == [2, 2]
+    np.testing.assert_allclose(tl["p_happy"], [0.6, 0.0], atol=1e-6)
+    np.testing.assert_allclose(tl["p_angry"], [0.2, 0.0], atol=1e-6)
+    np.testing.assert_allclose(tl["confidence"], [0.6, 0.8], atol=1e-6)
+    assert tl["dominant"].tolist() == ["happy", "sad"]
+    # valence = happy − (angry + sad), of the bin means.
+    np.testing.assert_allclose(tl["valence"], [0.6 - 0.2, -0.8], atol=1e-6)
+
+
+def test_bin_edges_survive_floating_point():
+    faces = pd.DataFrame([face("v.mp4", 0.3, onehot("happy")), face("v.mp4", 0.7, onehot("sad"))])
+    tl = timeline(faces, None, bin_sec=0.1, smoothing="none")
+    got = tl[tl["n_faces"] > 0]["bin_start"].to_numpy()
+    np.testing.assert_allclose(got, [0.3, 0.7])
+
+
+def test_ema_numbers_with_a_gap():
+    # window 3 s, bins 1 s → span 3, alpha = 0.5. p_happy per bin: 1, 0, (empty), 1.
+    # s0 = 1; s1 = 1 + 0.5 (0 − 1) = 0.5; bin 3 is 2 bins on: w = 1 − 0.5² = 0.75,
+    # s3 = 0.5 + 0.75 (1 − 0.5) = 0.875.
+    faces = pd.DataFrame([face("v.mp4", 0.0, onehot("happy")), face("v.mp4", 1.0, onehot("sad")),
+                          face("v.mp4", 3.0, onehot("happy"))])
+    tl = track_rows(timeline(faces, None, smoothing="ema", window_sec=3.0), 0)
+    assert tl["bin_start"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert tl["n_faces"].tolist() == [1, 1, 0, 1]
+    s = tl["smooth_happy"].to_numpy()
+    np.testing.assert_allclose(s[[0, 1, 3]], [1.0, 0.5, 0.875])
+    assert np.isnan(s[2]) and tl["dominant"].isna().tolist() == [False, False, True, False]
+    # Sad: 0, 1, -, 0 → 0, 0.5, -, 0.125. Bin 1 is a tie happy/sad at 0.5: first class wins.
+    np.testing.assert_allclose(tl["smooth_sad"].to_numpy()[[0, 1, 3]], [0, 0.5, 0.125])
+
+
+def test_ema_window_below_one_bin_is_no_smoothing():
+    faces = pd.DataFrame([face("v.mp4", 0.0, onehot("happy")), face("v.mp4", 1.0, onehot("sad"))])
+    tl = timeline(faces, None, smoothing="ema", window_sec=0.5)
+    np.testing.assert_allclose(tl["smooth_happy"], tl["p_happy"])
+
+
+def test_median_numbers():
+    # p_happy per bin 0, 1, 0, 0, 1; a centred window of 3 bins.
+    seq = ["sad", "happy", "sad", "sad", "happy"]
+    faces = pd.DataFrame([face("v.mp4", float(i), onehot(e)) for i, e in enumerate(seq)])
+    for window in (3.0, 2.0):  # an even window grows to the next odd number of bins
+        tl = timeline(faces, None, smoothing="median", window_sec=window)
+        np.testing.assert_allclose(tl["smooth_happy"], [0.5, 0.0, 0.0, 0.0, 0.5])
+        assert tl["dominant"].tolist() == ["happy", "sad", "sad", "sad", "happy"]  # tie → first
+
+
+def test_median_ignores_empty_bins():
+    faces = pd.DataFrame([face("v.mp4", 0.0, onehot("happy")), face("v.mp4", 2.0, onehot("sad"))])
+    tl = track_rows(timeline(faces, None, smoothing="median", window_sec=3.0), 0)
+    np.testing.assert_allclose(tl["smooth_happy"].to_numpy()[[0, 2]], [1.0, 0.0])
+
+
+def test_empty_bins_keep_time_aligned():
+    # 6 s of video at 2 fps (last sample 5.5 s): faces in bins 0, 1 (track 0), 4 (track 1).
+    faces = pd.DataFrame([face("v.mp4", 0.5, onehot("happy")), face("v.mp4", 1.0, onehot("happy")),
+                          face("v.mp4", 4.5, onehot("sad"), track=1)])
+    tl = timeline(faces, frames_for("v.mp4", 12))
+    empty = tl[tl["track_id"].isna()]
+    assert empty["bin_start"].tolist() == [2.0, 3.0, 5.0]
+    assert (empty["n_faces"] == 0).all() and empty["p_happy"].isna().all()
+    assert empty["dominant"].isna().all() and (empty["n_frames"] == 2).all()
+    assert sorted(tl["bin_start"]) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # each bin exactly once
+    assert track_rows(tl, 1)["bin_start"].tolist() == [4.0]
+
+
+def test_untracked_faces_and_faceless_videos_cover_each_bin_once():
+    faces = pd.DataFrame([face("v.mp4", 1.0, onehot("happy"), track=None),
+                          face("v.mp4", 3.0, onehot("sad"), track=None)])
+    frames = pd.concat([frames_for("v.mp4", 10), frames_for("empty.mp4", 4)])
+    tl = timeline(faces, frames)
+    v = tl[tl["source"] == "v.mp4"]
+    assert v["bin_start"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert v["n_faces"].tolist() == [0, 1, 0, 1, 0] and v["track_id"].isna().all()
+    e = tl[tl["source"] == "empty.mp4"]
+    assert e["bin_start"].tolist() == [0.0, 1.0] and (e["n_faces"] == 0).all()
+
+
+def test_valence_null_safe_for_other_class_sets():
+    six = pd.DataFrame({"p_angry": [0.1], "p_disgust": [0.1], "p_fear": [0.1], "p_happy": [0.5],
+                        "p_sad": [0.1], "p_surprise": [0.1]})  # no neutral
+    np.testing.assert_allclose(valence(six), [0.1])
+    only_happy = pd.DataFrame({"p_happy": [0.7], "p_neutral": [0.3]})
+    np.testing.assert_allclose(valence(only_happy), [0.7])
+    assert np.isnan(valence(pd.DataFrame({"p_neutral": [1.0], "p_surprise": [0.0]}))).all()
+    assert np.isnan(valence(pd.DataFrame({"p_happy": [np.nan], "p_sad": [np.nan]}))).all()
+
+
+def seq_faces(emotions, track=0, source="v.mp4", strength=0.7):
+    return [face(source, float(i), onehot(e, strength), track=track)
+            for i, e in enumerate(emotions)]
+
+
+def test_segments_merge_a_flicker_between_equal_neighbours():
+    faces = pd.DataFrame(seq_faces(["happy"] * 3 + ["sad"] + ["happy"] * 3))
+    tl = timeline(faces, None, smoothing="none")
+    segs = segments(tl, min_duration_sec=2.0)
+    assert len(segs) == 1
+    s = segs.iloc[0]
+    assert (s["emotion"], s["start_sec"], s["end_sec"], s["duration_sec"]) == ("happy", 0, 7, 7)
+    assert s["n_faces"] == 7
+    # mean over the 7 faces of p_happy: six at 0.7, the flicker's at 0.1.
+    assert s["mean_confidence"] == pytest.approx((6 * 0.7 + 0.1) / 7, abs=1e-6)
+    # Without merging the flicker stays.
+    assert segments(tl, min_duration_sec=1.0)["emotion"].tolist() == ["happy", "sad", "happy"]
+
+
+def test_segments_flicker_joins_the_neighbour_its_faces_favour():
+    rows = seq_faces(["happy"] * 3 + ["sad"] + ["angry"] * 3)
+    rows[3].update(p_angry=np.float32(0.3), p_happy=np.float32(0.1), p_sad=np.float32(0.6),
+                   p_neutral=np.float32(0.0))
+    tl = timeline(pd.DataFrame(rows), None, smoothing="none")
+    segs = segments(tl, min_duration_sec=2.0)
+    assert segs["emotion"].tolist() == ["happy", "angry"]
+    assert segs["start_sec"].tolist() == [0.0, 3.0] and segs["end_sec"].tolist() == [3.0, 7.0]
+    assert segs["n_faces"].tolist() == [3, 4]
+
+
+def test_segments_per_track_and_across_gaps():
+    rows = seq_faces(["happy", "happy"], track=0) + seq_faces(["sad"], track=1)
+    rows.append(face("v.mp4", 4.0, onehot("happy"), track=0))  # after 2 empty bins
+    segs = segments(timeline(pd.DataFrame(rows), None, smoothing="none"), 1.0)
+    assert segs[["track_id", "emotion", "start_sec", "end_sec"]].values.tolist() == [
+        [0, "happy", 0.0, 5.0], [1, "sad", 0.0, 1.0]]
+    # A track shorter than the minimum keeps its one run.
+    assert len(segments(timeline(pd.DataFrame(seq_faces(["sad"])), None), 10.0)) == 1
+
+
+def write(df, path):
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+    return path
+
+
+def many_videos():
+    rng = np.random.default_rng(0)
+    rows = []
+    for v in range(5):
+        for i in range(int(rng.integers(3, 30))):
+            for track in range(2):
+                if rng.random() < 0.8:
+                    p = rng.dirichlet(np.ones(len(CLASSES)))
+                    rows.append(face(f"d{v % 2}/v{v}.mp4", i * 0.5, p, track=track, fi=i))
+    faces = pd.DataFrame(rows).sort_values(["root", "source", "frame_index", "track_id"])
+    frames = pd.concat([frames_for(s, int(g["frame_index"].max()) + 4)
+                        for s, g in faces.groupby("source")] + [frames_for("none.mp4", 6)])
+    return faces.reset_index(drop=True), frames
+
+
+@pytest.mark.parametrize("smoothing", ["ema", "median"])
+def test_streaming_matches_in_memory(tmp_path, smoothing):
+    faces, frames = many_videos()
+    fp, frp = write(faces, tmp_path / "f.parquet"), write(frames, tmp_path / "fr.parquet")
+    want = timeline(faces, frames, smoothing=smoothing)
+    got = timeline_from_parquet(fp, frp, smoothing=smoothing, batch_rows=7)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want, check_dtype=False)
+    out = timeline_from_parquet(fp, frp, smoothing=smoothing, batch_rows=7,
+                                out_path=tmp_path / "tl.parquet")
+    back = pq.read_table(out).to_pandas()
+    for col in ("root", "source", "dominant"):  # the string dtype read back varies by pandas
+        back[col] = back[col].astype(object).where(back[col].notna(), None)
+    pd.testing.assert_frame_equal(back, want, check_dtype=False)
+
+
+def test_streaming_refuses_interleaved_videos(tmp_path):
+    faces = pd.DataFrame([face("a.mp4", 0.0, onehot("happy")), face("b.mp4", 0.0, onehot("sad")),
+                          face("a.mp4", 0.5, onehot("happy"))])
+    with pytest.raises(ValueError, match="contiguous"):
+        timeline_from_parquet(write(faces, tmp_path / "f.parquet"), batch_rows=2)
+
+
+def test_bad_arguments():
+    faces = pd.DataFrame(seq_faces(["happy"]))
+    with pytest.raises(ValueError, match="smoothing"):
+        timeline(faces, None, smoothing="gauss")
+    with pytest.raises(ValueError, match="bin_sec"):
+        timeline(faces, None, bin_sec=0)
+
+
+def test_streaming_reads_a_dataset_folder_and_writes_empty_tables(tmp_path):
+    faces, frames = many_videos()
+    (tmp_path / "faces").mkdir()
+    cut = int(faces.index[faces["source"] != faces["source"].iat[0]][0])  # a video boundary
+    write(faces.iloc[:cut], tmp_path / "faces" / "part-0.parquet")
+    write(faces.iloc[cut:], tmp_path / "faces" / "part-1.parquet")
+    got = timeline_from_parquet(tmp_path / "faces", write(frames, tmp_path / "fr.parquet"))
+    pd.testing.assert_frame_equal(got, timeline(faces, frames), check_dtype=False)
+    images = pd.DataFrame([face("p.jpg", 0.0, onehot("happy"), media="image")])
+    out = timeline_from_parquet(write(images, tmp_path / "img.parquet"),
+                                out_path=tmp_path / "tl.parquet")
+    back = pq.read_table(out)
+    assert back.num_rows == 0 and back.schema.names == timeline_columns(CLASSES)
+    assert len(timeline(images)) == 0
