@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import signal
 import sys
@@ -16,6 +15,7 @@ import click
 
 from batchemo import config as C
 from batchemo import options
+from batchemo._util.jsonlog import log_to_stderr
 from batchemo.errors import EXIT_FATAL, BatchemoError
 
 log = logging.getLogger("batchemo")
@@ -84,23 +84,7 @@ def build_config(cls: type, job: Path | None, flags: dict):
 
 
 def _setup_logging(quiet: bool = False, as_json: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if as_json:
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                               "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if quiet else logging.INFO)
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-               "logger": record.name, "message": record.getMessage()}
-        out.update(getattr(record, "fields", {}))
-        return json.dumps(out, default=str)
+    log_to_stderr(logging.WARNING if quiet else logging.INFO, as_json)
 
 
 def _interrupt(signum, frame):

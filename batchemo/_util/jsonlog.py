@@ -28,17 +28,23 @@ class JsonFormatter(logging.Formatter):
         return record(r.levelname, r.name, r.getMessage(), **getattr(r, "fields", {}))
 
 
-def log_json_here(level: int = logging.WARNING) -> None:
-    """Log JSON lines to stderr from this process (a worker of a `--log-json` run)."""
+def log_to_stderr(level: int, as_json: bool) -> None:
+    """This process's logging: one handler on stderr, JSON records or plain timed lines."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter() if as_json else
+                         logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
 
 
+def log_json_here(level: int = logging.WARNING) -> None:
+    """Log JSON lines to stderr from this process (a worker of a `--log-json` run)."""
+    log_to_stderr(level, as_json=True)
+
+
 def record(level: str, logger: str, message: str, **fields) -> str:
-    """One JSON log line (without newline) in the shape cli's formatter writes."""
+    """One JSON log line (without newline)."""
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
     return json.dumps({"time": stamp, "level": level, "logger": logger, "message": message,
