@@ -1,4 +1,4 @@
-"""Timelines and segments on tiny hand-computed tables."""
+"""Timelines on tiny hand-computed tables (segments: test_segments.py)."""
 
 import numpy as np
 import pandas as pd
@@ -8,7 +8,6 @@ import pytest
 from helpers import timeline_columns
 
 from batchemo.analysis.columns import valence
-from batchemo.analysis.segments import segments
 from batchemo.analysis.timeline import timeline
 from batchemo.analysis.timeline_stream import timeline_from_parquet
 
@@ -142,41 +141,6 @@ def test_valence_null_safe_for_other_class_sets():
 def seq_faces(emotions, track=0, source="v.mp4", strength=0.7):
     return [face(source, float(i), onehot(e, strength), track=track)
             for i, e in enumerate(emotions)]
-
-
-def test_segments_merge_a_flicker_between_equal_neighbours():
-    faces = pd.DataFrame(seq_faces(["happy"] * 3 + ["sad"] + ["happy"] * 3))
-    tl = timeline(faces, None, smoothing="none")
-    segs = segments(tl, min_duration_sec=2.0)
-    assert len(segs) == 1
-    s = segs.iloc[0]
-    assert (s["emotion"], s["start_sec"], s["end_sec"], s["duration_sec"]) == ("happy", 0, 7, 7)
-    assert s["n_faces"] == 7
-    # mean over the 7 faces of p_happy: six at 0.7, the flicker's at 0.1.
-    assert s["mean_confidence"] == pytest.approx((6 * 0.7 + 0.1) / 7, abs=1e-6)
-    # Without merging the flicker stays.
-    assert segments(tl, min_duration_sec=1.0)["emotion"].tolist() == ["happy", "sad", "happy"]
-
-
-def test_segments_flicker_joins_the_neighbour_its_faces_favour():
-    rows = seq_faces(["happy"] * 3 + ["sad"] + ["angry"] * 3)
-    rows[3].update(p_angry=np.float32(0.3), p_happy=np.float32(0.1), p_sad=np.float32(0.6),
-                   p_neutral=np.float32(0.0))
-    tl = timeline(pd.DataFrame(rows), None, smoothing="none")
-    segs = segments(tl, min_duration_sec=2.0)
-    assert segs["emotion"].tolist() == ["happy", "angry"]
-    assert segs["start_sec"].tolist() == [0.0, 3.0] and segs["end_sec"].tolist() == [3.0, 7.0]
-    assert segs["n_faces"].tolist() == [3, 4]
-
-
-def test_segments_per_track_and_across_gaps():
-    rows = seq_faces(["happy", "happy"], track=0) + seq_faces(["sad"], track=1)
-    rows.append(face("v.mp4", 4.0, onehot("happy"), track=0))  # after 2 empty bins
-    segs = segments(timeline(pd.DataFrame(rows), None, smoothing="none"), 1.0)
-    assert segs[["track_id", "emotion", "start_sec", "end_sec"]].values.tolist() == [
-        [0, "happy", 0.0, 5.0], [1, "sad", 0.0, 1.0]]
-    # A track shorter than the minimum keeps its one run.
-    assert len(segments(timeline(pd.DataFrame(seq_faces(["sad"])), None), 10.0)) == 1
 
 
 def write(df, path):
