@@ -85,7 +85,7 @@ def _aggregate(faces: pd.DataFrame, keys: list[str], classes: list[str]) -> pd.D
         work[f"share_{c}"] = (top == c).astype(np.float64)
     conf = faces["confidence"] if "confidence" in faces else faces[pcols].max(axis=1)
     work["mean_confidence"] = conf.astype(np.float64)
-    work["share_uncertain"] = (conf < UNSURE_BELOW).astype(np.float64)
+    work["uncertain_share"] = (conf < UNSURE_BELOW).astype(np.float64)
     g = work.groupby(keys, sort=True, dropna=False)
     out = g.mean()
     out.insert(0, "faces", g.size())
@@ -136,7 +136,7 @@ def summarize(
     Columns: level ('run'|'folder'|'file'|'track'), root, folder (first component of source,
     '.' at the root), source, track_id, media_type, n_files, faces (face rows),
     seconds_on_screen, p_<class> (mean probability), share_<class> (fraction of face rows whose
-    top class is <class>), share_uncertain (fraction of face rows whose top-class probability
+    top class is <class>), uncertain_share (fraction of face rows whose top-class probability
     is under segments.UNSURE_BELOW: read, but more likely wrong than right; they count in their
     share_<class> too), dominant (the most frequent top class, ties to the higher mean
     probability), dominant_share_lo / _hi (95 % interval of the dominant class's share, over
@@ -208,7 +208,7 @@ def summarize(
     out = pd.concat(parts, ignore_index=True)
     cols = (["level", "root", "folder", "source", "track_id", "media_type", "n_files", "faces",
              "seconds_on_screen"] + [f"p_{c}" for c in classes] + [f"share_{c}" for c in classes]
-            + ["share_uncertain", "dominant", "dominant_share_lo", "dominant_share_hi",
+            + ["uncertain_share", "dominant", "dominant_share_lo", "dominant_share_hi",
                "mean_confidence", "valence", "suspect"])
     out = out.reindex(columns=cols)
     out["suspect"] = out["suspect"].astype("boolean")

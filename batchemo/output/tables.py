@@ -73,7 +73,7 @@ def summary_schema(classes: Iterable[str]) -> pa.Schema:
          ("n_files", pa.int64()), ("faces", pa.int64()), ("seconds_on_screen", pa.float64())]
         + [(f"p_{c}", pa.float64()) for c in classes]
         + [(f"share_{c}", pa.float64()) for c in classes]
-        + [("share_uncertain", pa.float64()), ("dominant", pa.string()),
+        + [("uncertain_share", pa.float64()), ("dominant", pa.string()),
            ("dominant_share_lo", pa.float64()), ("dominant_share_hi", pa.float64()),
            ("mean_confidence", pa.float64()), ("valence", pa.float64()), ("suspect", pa.bool_())])
 

@@ -43,14 +43,14 @@ def test_a_short_track_gets_a_wide_interval_and_a_long_steady_one_a_narrow_one()
     assert b.dominant_share_hi == pytest.approx(1.0)
 
 
-def test_share_uncertain_counts_faces_read_below_the_threshold():
+def test_uncertain_share_counts_faces_read_below_the_threshold():
     df = faces_of({0: ["sad"] * 10})
     unsure = df.index[df.t_sec >= 6]
     df.loc[unsure, [f"p_{c}" for c in CLASSES]] = [0.3, 0.2, 0.2, 0.3]
     df.loc[unsure, "confidence"] = 0.3
     assert 0.3 < UNSURE_BELOW
     s = summarize(df)
-    assert track_row(s, 0).share_uncertain == pytest.approx(len(unsure) / len(df))
+    assert track_row(s, 0).uncertain_share == pytest.approx(len(unsure) / len(df))
     run = s[s.level == "run"].iloc[0]
-    assert run.share_uncertain == pytest.approx(0.4)
+    assert run.uncertain_share == pytest.approx(0.4)
     assert np.isfinite(run.dominant_share_lo) and run.dominant_share_lo <= run.share_sad
