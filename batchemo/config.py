@@ -203,6 +203,10 @@ class RunConfig:
                       "(0 = exit 3 at once).", min=0.0)
     plots: Path | None = opt(None, "Write per-video timeline PNGs and a run chart to this folder.")
     timeline_bin: float = opt(1.0, "Timeline bin width in seconds.", min=0.01)
+    segment_switch_cost: float = opt(
+        6.0, "Evidence, in nats, a change of emotion must gather to cut a segment (about 2 per "
+        "face at p 0.8 against 0.1; 0 = cut at every change of the top class). Chosen on the "
+        "shared clips: see docs/readings.md.", min=0.0)
     quiet: bool = opt(False, "No progress bars or info logs (the closing summary line is kept).")
     log_json: bool = opt(False, "Log machine-readable JSON lines on stderr.")
 
@@ -222,6 +226,10 @@ class TimelineConfig:
                                     "emotion per track) here.")
     min_segment: float = opt(1.0, "Merge segments shorter than this many seconds into a "
                              "neighbour.", min=0.0)
+    segment_switch_cost: float = opt(
+        6.0, "Evidence, in nats, a change of emotion must gather to cut a segment (about 2 per "
+        "face at p 0.8 against 0.1; 0 = cut at every change of the top class). Chosen on the "
+        "shared clips: see docs/readings.md.", min=0.0)
 
 
 @dataclass

@@ -168,7 +168,8 @@ def test_every_run_option_either_changes_rows_through_the_settings_id_or_says_it
     # model, precision, tta: hashed beside ExtractSettings (plan.settings_id)
     how = {"input", "out", "include", "exclude", "model", "precision", "tta", "workers",
            "batch_size", "engine", "ray_address", "ray_gpus", "ray_actors", "quiet", "log_json",
-           "force", "retry_errors", "prune_deleted", "wait", "plots", "timeline_bin"}
+           "force", "retry_errors", "prune_deleted", "wait", "plots", "timeline_bin",
+           "segment_switch_cost"}
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     assert fields - hashed - how == set(), "sort the new option into ExtractSettings or `how`"
     assert hashed <= fields

@@ -33,7 +33,8 @@ def make_timeline(cfg: TimelineConfig) -> Path:
                   smoothing=cfg.smoothing, window_sec=cfg.window)
     write_frame(tl, out)
     if cfg.segments_out:
-        write_frame(segments(tl, min_duration_sec=cfg.min_segment), Path(cfg.segments_out))
+        write_frame(segments(tl, min_duration_sec=cfg.min_segment,
+                             switch_cost=cfg.segment_switch_cost), Path(cfg.segments_out))
     return out
 
 

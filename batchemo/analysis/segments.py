@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from batchemo.analysis.columns import class_names
+from batchemo.config import RunConfig
 
 SEGMENT_COLUMNS = ["root", "source", "track_id", "emotion", "start_sec", "end_sec",
                    "duration_sec", "mean_confidence", "n_faces"]
 UNCERTAIN = "uncertain"
-# Chosen on the shared closeup and stage clips (tests/analysis/test_segments.py): half or fewer
-# segments per minute than per-bin argmax, every expression change seen by eye still a boundary.
-SWITCH_COST = 6.0
+SWITCH_COST = RunConfig.segment_switch_cost  # its help says how it was chosen
+# Calibrated probabilities: under this, the top class is more often wrong than right.
 UNSURE_BELOW = 0.45
 
 
