@@ -45,15 +45,16 @@ def schema_rows(schema) -> list[tuple[str, str]]:
 
 
 def code_lines(text: str, lang: str = "sh") -> list[str]:
-    """Every line of the text's ```lang blocks, comments after two spaces cut off."""
-    return [ln.split("  #")[0].strip() for b in re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+    """Every line of the text's ```lang blocks."""
+    return [ln.strip() for b in re.findall(rf"```{lang}\n(.*?)```", text, re.S)
             for ln in b.splitlines()]
 
 
 def batchemo_commands(text: str) -> list[str]:
     """`batchemo …` invocations in the text's shell blocks: at the start of a line, after `&& `,
-    `VAR=value `, `ray job submit … -- ` or as the command of `docker run … batchemo`."""
-    start = r"(?:^|&& |-- |^(?:[A-Z_]+=\S+ )+|^docker run .* )"
+    `VAR=value `, `ray job submit … -- `, a crontab line's `flock -n LOCK ` or as the command of
+    `docker run … batchemo`."""
+    start = r"(?:^|&& |-- |^(?:[A-Z_]+=\S+ )+|flock -n \S+ |^docker run .* )"
     return [m.group(1) for ln in code_lines(text)
             for m in [re.search(start + r"(batchemo \S.*)$", ln)] if m]
 
@@ -62,7 +63,7 @@ def assert_commands_exist(examples: list[str]) -> set[str]:
     """Each example names a command of the CLI and only options that command has."""
     used = set()
     for ex in examples:
-        args = shlex.split(ex)[1:]
+        args = shlex.split(ex, comments=True)[1:]
         cmd = main.commands.get(args[0])
         assert cmd is not None, f"no command {args[0]!r}: {ex}"
         used.add(args[0])
