@@ -1,4 +1,4 @@
-"""The model inside the package: its card, its size, and the accuracy the README states."""
+"""The model inside the package: its card, its size, and the accuracy docs/model.md states."""
 
 import json
 import re
@@ -12,11 +12,11 @@ from conftest import SHARED, needs_shared
 from batchemo import EvaluateConfig, evaluate, load_model
 from batchemo.model import DEFAULT_MODEL
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+MODEL_DOC = (Path(__file__).resolve().parents[1] / "docs" / "model.md").read_text()
 
 
 def stated_accuracy() -> float:
-    return float(re.search(r"PrivateTest accuracy \*\*(\d+\.\d+) %\*\*", README).group(1))
+    return float(re.search(r"PrivateTest accuracy \*\*(\d+\.\d+) %\*\*", MODEL_DOC).group(1))
 
 
 def test_shipped_artifact_is_valid_and_self_describing():
@@ -54,7 +54,7 @@ def test_shipped_int8_copy_loads_without_tensorflow():
 @needs_shared
 @pytest.mark.slow
 def test_shipped_int8_copy_scores_the_stated_accuracy_on_private_test():
-    stated = float(re.search(r"int8 \(`--precision int8`[^|]*\| (\d+\.\d+) %", README).group(1))
+    stated = float(re.search(r"int8 \(`--precision int8`[^|]*\| (\d+\.\d+) %", MODEL_DOC).group(1))
     r = evaluate(EvaluateConfig(data=SHARED / "data" / "fer2013" / "test",
                                 only="PrivateTest_*", precision="int8"))
     assert r["n"] == 3589 and round(r["accuracy"] * 100, 2) == stated

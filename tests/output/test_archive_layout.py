@@ -1,5 +1,5 @@
 """Issue 16 part 2: Parquet laid out for archives of 100k files (row groups by rows, compacted
-part files, no 0-row parts, UTC timestamps, no pandas metadata, README reads d/faces/)."""
+part files, no 0-row parts, UTC timestamps, no pandas metadata, the docs read d/faces/)."""
 
 import os
 from pathlib import Path
@@ -127,9 +127,10 @@ def test_single_file_form_compacts_its_staged_parts(tmp_path, make_image, random
         {"0.png": 1, "1.png": 2, "2.png": 1, "3.png": 1}
 
 
-def test_readme_says_to_read_one_tables_folder():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert "results/faces/" in readme and "never the root" in readme
+def test_docs_say_to_read_one_tables_folder():
+    for doc in ("README.md", "docs/output.md"):
+        text = (Path(__file__).resolve().parents[2] / doc).read_text()
+        assert "results/faces/" in text and "never the root" in text, doc
 
 
 def test_timelines_made_in_blocks_equal_one_video_at_a_time(tmp_path, make_video, random_model,
