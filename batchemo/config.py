@@ -158,7 +158,7 @@ class RunConfig:
                      min=0.0, max=1000.0)
     detector: str = opt("blazeface-full", "Face detector: blazeface-full (small and distant faces "
                         "too), blazeface (close-up faces, fastest), haar (OpenCV 4). Measured "
-                        "recall and speed are in the README.",
+                        "recall and speed are in docs/speed.md.",
                         choices=DETECTORS)
     min_face: int = opt(20, "Ignore faces narrower than this many pixels.", min=1, max=10000)
     score_threshold: float = opt(0.5, "Minimum detector score for a face.", min=0.0, max=1.0)
@@ -172,7 +172,7 @@ class RunConfig:
     precision: str = opt("auto", "Inference precision: auto = bfloat16 where the CPU has it natively "
                          "(AVX512-BF16/AMX) and a one-off timing, cached in ~/.cache/batchemo/"
                          "precision.json, found it 1.25x faster (FER2013 accuracy unchanged; see "
-                         "the README); else int8, the model's int8 copy through LiteRT (a "
+                         "docs/speed.md); else int8, the model's int8 copy through LiteRT (a "
                          "quarter of float32's CPU per face, no TensorFlow import, the same "
                          "accuracy within noise), or float32 for a model without one; or force "
                          "float32, bfloat16 or int8. An output keeps what its first run chose.",

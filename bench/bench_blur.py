@@ -3,7 +3,7 @@
 Each FER2013 PublicTest face is smeared along a line of N px (a normalised line kernel, turned to
 the given angle; 0 = horizontal, as a walker's sideways motion, 90 = vertical) and classified as
 `evaluate` does (flip TTA, float32). Prints accuracy and the predicted share of each class per
-condition: the check behind the README's note on the shared crowd clip.
+condition: the check behind docs/model.md's note on the shared crowd clip.
 
     python bench/bench_blur.py [--model X.keras] [--blur 3:0 5:0 7:0 9:0 5:90 7:90]
 """
