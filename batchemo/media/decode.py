@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,16 +143,18 @@ def _header_size(data: bytes, fmt: str) -> tuple[int, int]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 return im.size
-    except Image.DecompressionBombError as e:  # Pillow refuses twice its own limit outright
-        raise DecodeError(f"image too large: over {MAX_IMAGE_PIXELS} pixels ({e})") from None
+    except Image.DecompressionBombError as e:  # Pillow refuses twice its own limit outright,
+        # naming the pixel count but not the sides
+        count = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{count[1]} pixels" if count else "the header's size"
+        raise DecodeError(f"image too large: {size} > {MAX_IMAGE_PIXELS} pixels") from None
     except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError is an OSError
         raise DecodeError(f"cannot read the {fmt} header: {e}") from None
 
 
 def _check_pixels(width: int, height: int, what: str) -> None:
     if width * height > MAX_IMAGE_PIXELS:
-        raise DecodeError(f"{what} too large: {width}x{height} = {width * height} pixels, over "
-                          f"the limit of {MAX_IMAGE_PIXELS}")
+        raise DecodeError(f"{what} too large: {width}x{height} > {MAX_IMAGE_PIXELS} pixels")
 
 
 def _register_heif() -> None:

@@ -51,7 +51,7 @@ def test_item4_photo_bombs_are_refused_before_decoding(tmp_path, make):
     item = only_item(path)
     assert item.media_type == IMAGE
     before = peak_rss_mb()
-    with pytest.raises(DecodeError, match=r"image too large: 12000x12000 = 144000000 pixels"):
+    with pytest.raises(DecodeError, match=r"image too large: 12000x12000 > 100000000 pixels"):
         frames(item)
     assert peak_rss_mb() - before < 100  # refused from the header: nothing was allocated
 
@@ -72,20 +72,6 @@ def test_limit_itself_is_unchanged_for_ordinary_media(tmp_path, make_image, make
     got, info = frames(only_item(make_video("v.avi", 1, 10, size=(48, 64), codec="MJPG")))
     assert len(got) == 10 and info.warning is None
     assert MAX_IMAGE_PIXELS == 100_000_000
-
-
-def test_pixel_limit_message_for_a_big_png_header(tmp_path):
-    # A PNG whose IHDR claims 20000x20000 (400 MP, over Pillow's own hard limit too).
-    import struct
-    import zlib
-
-    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
-    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(
-        ">I", zlib.crc32(b"IHDR" + ihdr))
-    path = tmp_path / "big.png"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + b"\0\0\0\0IEND\xaeB`\x82")
-    with pytest.raises(DecodeError, match="image too large"):
-        frames(only_item(path))
 
 
 # -- minor: thin images, audio-only MPEG-4, an offset Matroska ------------------------------
