@@ -33,7 +33,8 @@ _NOT_VIDEO_BRANDS = dict.fromkeys([b"M4A ", b"M4B ", b"M4P "], "audio-only MPEG-
 _BMP_DIB_SIZES = {12, 40, 52, 56, 64, 108, 124}  # 'BM' alone is too weak a signature
 _ASF_GUID = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")  # WMV / ASF header object
 _OGG_VIDEO = (b"\x80theora", b"OVP80", b"\x80daala")  # codec headers in an Ogg stream's first page
-_AUDIO = {"audio-only MPEG-4", "audio-only Flash Video", "Ogg audio"}
+_NO_VIDEO = {"audio-only MPEG-4", "MPEG-4 without a video track", "audio-only Flash Video",
+             "Ogg audio"}
 
 
 def image_format(head: bytes) -> str | None:
@@ -99,8 +100,8 @@ def _sniff_file(f: BinaryIO, size: int, strict: bool = False) -> tuple[str, str 
 
 
 def _bmff_no_video(f: BinaryIO, size: int) -> str | None:
-    """"audio-only MPEG-4" when an MPEG-4/QuickTime file's track list (moov) has no video
-    track; None when it has one, or when the list cannot be found (a truncated file: the decoder
+    """What an MPEG-4/QuickTime file is when its track list (moov) has no video track ("audio-only
+    MPEG-4"); None when it has one, or when the list cannot be found (a truncated file: the decoder
     says what is wrong).
 
     FFmpeg's own files say 'isom', not 'M4A ', whatever they hold, and OpenCV only reports
@@ -115,7 +116,9 @@ def _bmff_no_video(f: BinaryIO, size: int) -> str | None:
                     for hdlr in (b for b in _boxes(f, mdia[1], mdia[2]) if b[0] == b"hdlr"):
                         f.seek(hdlr[1] + 8)  # version/flags, pre_defined (QuickTime: 'mhlr')
                         handlers.add(f.read(4))
-            return None if b"vide" in handlers or not handlers else "audio-only MPEG-4"
+            if b"vide" in handlers or not handlers:
+                return None
+            return "audio-only MPEG-4" if b"soun" in handlers else "MPEG-4 without a video track"
     return None
 
 
@@ -154,8 +157,9 @@ def scan(
     include/exclude globs match `source` (a pattern without '/' also matches the file name)
     and exclude wins; an excluded directory is not entered. A file given as a root is always
     yielded, its `source` being its name. Only files with a media extension are opened: their
-    content decides IMAGE or VIDEO, and content that is neither makes an error item. Other
-    files come as OTHER with a `reason` (skipped). Unreadable entries, broken links and
+    content decides IMAGE or VIDEO, and content that is neither makes an error item; sound
+    only (an MPEG-4 without a video track, Ogg or Flash audio) comes as OTHER with a `reason`
+    (skipped), like other files. Unreadable entries, broken links and
     symlink loops come as OTHER items with `error` set. Files and folders in `skip` (a run's
     own outputs and state, when they lie inside a root) are left out silently.
     """
@@ -272,7 +276,7 @@ def _file_item(root: str, source: str, path: Path) -> MediaItem:
         return _error(root, source, path, f"cannot read file: {e.strerror or e}", st)
     if kind != OTHER:
         return MediaItem(root, source, path, kind, st.st_size, st.st_mtime)
-    if what in _AUDIO:  # sound only, under any media extension: skipped, like a .m4a
+    if what in _NO_VIDEO:  # sound only, under any media extension: skipped, like a .m4a
         return MediaItem(root, source, path, OTHER, st.st_size, st.st_mtime,
                          reason=f"no video stream ({what})")
     expected = "not an image" if ext in IMAGE_EXTS else "not a video"

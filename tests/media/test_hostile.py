@@ -112,6 +112,18 @@ def test_minor_audio_only_mpeg4_is_skipped_not_an_error(tmp_path, name):
     assert item.reason == "no video stream (audio-only MPEG-4)"
 
 
+@pytest.mark.parametrize(("name", "head", "what"), [
+    ("talk.ogv", b"OggS\0\2" + bytes(22) + b"\x01\x1evorbis", "Ogg audio"),
+    ("talk.flv", b"FLV\x01\x04" + bytes(8), "audio-only Flash Video"),  # flags: audio, no video
+    ("talk.mp4", b"\0\0\0\x18ftypM4A " + bytes(12), "audio-only MPEG-4"),
+])
+def test_sound_only_containers_are_skipped(tmp_path, name, head, what):
+    path = tmp_path / name
+    path.write_bytes(head + bytes(600))
+    item = only_item(path)
+    assert (item.media_type, item.error, item.reason) == (OTHER, None, f"no video stream ({what})")
+
+
 def test_mpeg4_with_video_and_cut_mpeg4_stay_video(tmp_path, make_video):
     video = make_video("v.mp4", 1, 10, size=(48, 64))
     assert only_item(video).media_type == VIDEO
