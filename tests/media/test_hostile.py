@@ -116,7 +116,7 @@ def test_minor_audio_only_mpeg4_is_skipped_not_an_error(tmp_path, name):
     ("talk.ogv", b"OggS\0\2" + bytes(22) + b"\x01\x1evorbis", "Ogg audio"),
     ("talk.flv", b"FLV\x01\x04" + bytes(8), "audio-only Flash Video"),  # flags: audio, no video
     ("talk.mp4", b"\0\0\0\x18ftypM4A " + bytes(12), "audio-only MPEG-4"),
-])
+], ids=["ogg", "flv", "m4a-brand"])
 def test_sound_only_containers_are_skipped(tmp_path, name, head, what):
     path = tmp_path / name
     path.write_bytes(head + bytes(600))
