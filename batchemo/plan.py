@@ -185,12 +185,22 @@ def plan(cfg: RunConfig, ledger: Ledger, store: Store, settings: Settings, run_i
 
 
 def own_paths(cfg: RunConfig, paths: OutputPaths) -> list[Path]:
-    """This run's outputs, state and plots: never inputs, even inside an input root."""
-    if paths.is_dataset:
-        own = [paths.out]
-    else:
-        own = [paths.table(name) for name in TABLES] + [paths.state]
-    return own + ([Path(cfg.plots)] if cfg.plots else [])
+    """This run's outputs, state and plots: never inputs, even inside an input root.
+
+    Named one by one, not as the --out folder: with `-i in -o in` that folder is the root
+    itself, whose photos are inputs. The state folder holds the ledger (and SQLite's -wal,
+    -shm, -journal beside it), the lock and, in the single-file form, the staged parts; in the
+    directory form the parts are the table folders' files. The plots folder is skipped whole,
+    and where it is an input root itself, the plots written there (analysis.plots.write_plots
+    names them run_shares.png and timeline_<video>-<hash>.png) are.
+    """
+    own = [paths.table(name) for name in TABLES] + [paths.state]
+    if cfg.plots:
+        plots = Path(cfg.plots)
+        own.append(plots)
+        if plots.is_dir():
+            own += [plots / "run_shares.png", *plots.glob("timeline_*-*.png")]
+    return own
 
 
 def commit_status(ledger: Ledger, item: MediaItem, status: str, error: str | None, run_id: str,

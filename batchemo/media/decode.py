@@ -5,30 +5,35 @@ from __future__ import annotations
 import io
 import logging
 import math
-import struct
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, ImageOps
 
+from batchemo._util.quiet import quiet_video_libraries
 from batchemo.errors import DecodeError, MediaOpenError
 from batchemo.media.scan import image_format
 from batchemo.records import IMAGE, VIDEO, Frame, MediaInfo, MediaItem
 
 log = logging.getLogger(__name__)
+quiet_video_libraries()  # here: every process that decodes (workers too) imports this module
 
-# Above any camera still (a 100 MP decode is 300 MB); the check reads the header, so a tiny
-# "decompression bomb" PNG is refused before OpenCV allocates anything.
+# Above any camera still (a 100 MP decode is 300 MB), for photos and video frames alike. The check
+# reads the header only, so a tiny "decompression bomb" is refused before anything is allocated.
 MAX_IMAGE_PIXELS = 100_000_000
+# No face fits in an image with a side this short (crops are 48 px; detectors find none under
+# ~20 px): such a photo is valid but is not searched (status no_face, with a note why).
+MIN_FACE_SIDE = 16
 # About a second of video: after this many failed grab()/retrieve() in a row the file is over.
 MAX_CONSECUTIVE_FAILURES = 25
 # Matroska/WebM store whole milliseconds (1/30 s is 0.033): without slack such a frame would miss
 # its sample time and the next frame would be taken instead.
 _T_SLACK = 1e-3
 _FALLBACK_FPS = 25.0  # only when the container states no usable frame rate either
-
-_JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC share the range
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -65,6 +70,11 @@ def iter_frames(item: MediaItem, fps: float, info: MediaInfo) -> Iterator[Frame]
             info.decode_failures += 1
             info.warning = problem
         info.height, info.width = image.shape[:2]
+        if min(image.shape[:2]) < MIN_FACE_SIDE:  # a 20000x3 strip: valid, but holds no face
+            info.warning = (f"image {info.width}x{info.height} too thin to hold a face (a side "
+                            f"under {MIN_FACE_SIDE} pixels): not searched")
+            log.info("%s: %s", item.path, info.warning)
+            return
         info.frames_sampled = 1
         yield Frame(frame_index=0, t_sec=None, image=image)
     elif item.media_type == VIDEO:
@@ -102,11 +112,9 @@ def _decode_image(path: Path) -> tuple[np.ndarray, str | None]:
     fmt = image_format(data[:64])
     if fmt is None:
         raise MediaOpenError("not an image: content is not a known image format")
+    _check_pixels(*_header_size(data, fmt), "image")
     if fmt in ("heif", "avif"):  # iPhone photos and AVIF: OpenCV's wheels decode neither
         return _decode_with_pillow(data, fmt), None
-    size = _image_size(data, fmt)
-    if size and size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise DecodeError(f"image too large: {size[0]}x{size[1]} > {MAX_IMAGE_PIXELS} pixels")
     problem = None
     if fmt == "jpeg" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
         # No end-of-image after the last scan: the file was cut. imdecode refuses such a buffer
@@ -123,96 +131,51 @@ def _decode_image(path: Path) -> tuple[np.ndarray, str | None]:
     return _to_bgr8(image), problem
 
 
-def _decode_with_pillow(data: bytes, fmt: str) -> np.ndarray:
-    """HEIF (pillow-heif's opener) and AVIF (Pillow's own) to upright BGR."""
-    from PIL import Image, ImageOps
+def _header_size(data: bytes, fmt: str) -> tuple[int, int]:
+    """(width, height) the decode will produce, read by Pillow, which opens lazily: it parses
+    the header the way libjpeg/libtiff do (skipping junk bytes between JPEG markers, reading
+    BigTIFF) without decoding a pixel. A header it cannot read is refused: without a size the
+    decode could allocate anything."""
+    if fmt == "heif":
+        _register_heif()
+    try:
+        with warnings.catch_warnings():  # Pillow warns from 89 MP; MAX_IMAGE_PIXELS decides here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Image.DecompressionBombError as e:  # Pillow refuses twice its own limit outright,
+        # naming the pixel count but not the sides
+        count = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{count[1]} pixels" if count else "the header's size"
+        raise DecodeError(f"image too large: {size} > {MAX_IMAGE_PIXELS} pixels") from None
+    except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError is an OSError
+        raise DecodeError(f"cannot read the {fmt} header: {e}") from None
 
+
+def _check_pixels(width: int, height: int, what: str) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DecodeError(f"{what} too large: {width}x{height} > {MAX_IMAGE_PIXELS} pixels")
+
+
+def _register_heif() -> None:
     try:
         from pillow_heif import register_heif_opener
 
         register_heif_opener()  # idempotent
     except ImportError:
-        if fmt == "heif":
-            raise DecodeError("HEIF photos need pillow-heif: pip install pillow-heif") from None
+        raise DecodeError("HEIF photos need pillow-heif: pip install pillow-heif") from None
+
+
+def _decode_with_pillow(data: bytes, fmt: str) -> np.ndarray:
+    """HEIF (pillow-heif's opener) and AVIF (Pillow's own) to upright BGR; the size is checked."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_IMAGE_PIXELS:  # read from the header, not decoded
-                raise DecodeError(f"image too large: {im.width}x{im.height} > "
-                                  f"{MAX_IMAGE_PIXELS} pixels")
-            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DecodeError(f"cannot decode {fmt} image: {e}") from e
     return np.ascontiguousarray(rgb[:, :, ::-1])
-
-
-def _image_size(data: bytes, fmt: str) -> tuple[int, int] | None:
-    """(width, height) from the header without decoding; None where the header is not understood."""
-    try:
-        if fmt == "png":
-            return struct.unpack(">II", data[16:24])
-        if fmt == "gif":
-            return struct.unpack("<HH", data[6:10])
-        if fmt == "bmp":
-            if int.from_bytes(data[14:18], "little") == 12:  # OS/2 header: 16-bit sizes
-                return struct.unpack("<HH", data[18:22])
-            w, h = struct.unpack("<ii", data[18:26])
-            return abs(w), abs(h)  # negative height = top-down rows
-        if fmt == "webp":
-            return _webp_size(data)
-        if fmt == "jpeg":
-            return _jpeg_size(data)
-        if fmt == "tiff":
-            return _tiff_size(data)
-    except (struct.error, IndexError):
-        pass
-    return None
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    i = 2
-    while i + 9 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-        elif marker in _JPEG_SOF:
-            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-            return w, h
-        elif 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
-            i += 2
-        else:
-            i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
-    return None
-
-
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8X":
-        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-    if chunk == b"VP8L":
-        bits = int.from_bytes(data[21:25], "little")
-        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-    if chunk == b"VP8 ":
-        w, h = struct.unpack("<HH", data[26:30])
-        return w & 0x3FFF, h & 0x3FFF
-    return None
-
-
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    end = "<" if data[:2] == b"II" else ">"
-    if struct.unpack(end + "H", data[2:4])[0] != 42:  # BigTIFF: left to OpenCV's own limit
-        return None
-    (ifd,) = struct.unpack(end + "I", data[4:8])
-    (count,) = struct.unpack(end + "H", data[ifd : ifd + 2])
-    dims = {}
-    for k in range(count):
-        entry = ifd + 2 + 12 * k
-        tag, kind, _n, value = struct.unpack(end + "HHI4s", data[entry : entry + 12])
-        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
-            fmt, raw = (end + "H", value[:2]) if kind == 3 else (end + "I", value)
-            dims[tag] = struct.unpack(fmt, raw)[0]
-    return (dims[256], dims[257]) if len(dims) == 2 else None
 
 
 def _to_bgr8(image: np.ndarray) -> np.ndarray:
@@ -227,13 +190,19 @@ def _to_bgr8(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _cut_short(cap: cv2.VideoCapture, decoded: int, info: MediaInfo) -> str | None:
+def _cut_short(cap: cv2.VideoCapture, decoded: int, info: MediaInfo,
+               first_pts: float | None) -> str | None:
     """Why the video ended before its container says it should (a truncated file), or None.
 
-    Containers only estimate their frame count at times, hence the slack (10 %, 2 frames)."""
+    Containers only estimate their frame count at times, hence the slack (10 %, 2 frames).
+    The count comes from the stated duration, which some muxers (FFmpeg's Matroska) write as
+    the absolute end time: a stream starting at 1e9 s would "lack" 24 billion frames. The
+    first frame's own timestamp (in frames, `first_pts`) is then taken off."""
     stated = cap.get(cv2.CAP_PROP_FRAME_COUNT)
     if not (info.fps and math.isfinite(stated) and stated > 0):
         return None
+    if first_pts is not None and math.isfinite(first_pts) and 0 < first_pts < stated:
+        stated -= first_pts
     if decoded + info.decode_failures >= 0.9 * stated or stated - decoded < 2:
         return None
     return (f"truncated or damaged video: decoding stopped at {info.duration:.1f} s of "
@@ -256,6 +225,10 @@ def _iter_video(path: Path, fps: float, info: MediaInfo) -> Iterator[Frame]:
         info.fps = container_fps if 0 < container_fps < 1000 else None
         info.width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or None
         info.height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or None
+        # The stream's frame size as FFmpeg's demuxer and decoder set it up, before any frame
+        # is decoded: a 12000² MJPEG is refused here, not after 432 MB per frame.
+        _check_pixels(info.width or 0, info.height or 0, "video frames")
+        first_pts = None  # the first frame's timestamp in frames (CAP_PROP_PTS): where it starts
         clock_fps = info.fps or _FALLBACK_FPS
         index, last_t, next_t = -1, None, 0.0
         anchor = None  # (frame_index, t_sec) the frame-count clock continues from
@@ -268,6 +241,8 @@ def _iter_video(path: Path, fps: float, info: MediaInfo) -> Iterator[Frame]:
             info.decode_failures += grab_streak
             grab_streak = 0
             index += 1
+            if first_pts is None:
+                first_pts = cap.get(cv2.CAP_PROP_PTS)
             t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             if anchor is None and not (math.isfinite(t) and (last_t is None or t > last_t)):
                 # POS_MSEC right after grab() is the frame's own timestamp, exact on variable-rate
@@ -286,6 +261,7 @@ def _iter_video(path: Path, fps: float, info: MediaInfo) -> Iterator[Frame]:
                 retrieve_streak += 1
                 continue
             retrieve_streak = 0
+            _check_pixels(image.shape[1], image.shape[0], "video frames")  # size changed mid-stream
             if fps > 0:
                 next_t = (math.floor((t + _T_SLACK) * fps) + 1) / fps
             info.frames_sampled += 1
@@ -295,7 +271,7 @@ def _iter_video(path: Path, fps: float, info: MediaInfo) -> Iterator[Frame]:
             detail = f" ({info.decode_failures} failed)" if info.decode_failures else ""
             raise DecodeError(f"no frame could be decoded{detail}")
         info.duration = last_t + (1.0 / info.fps if info.fps else 0.0)
-        info.warning = _cut_short(cap, index + 1, info)
+        info.warning = _cut_short(cap, index + 1, info, first_pts)
         if info.warning:
             log.warning("%s: %s", path, info.warning)
     finally:

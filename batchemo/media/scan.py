@@ -7,9 +7,11 @@ import errno
 import logging
 import os
 import stat
+import struct
 from collections.abc import Iterator, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import BinaryIO
 
 from batchemo.records import IMAGE, OTHER, VIDEO, MediaItem
 
@@ -31,6 +33,8 @@ _NOT_VIDEO_BRANDS = dict.fromkeys([b"M4A ", b"M4B ", b"M4P "], "audio-only MPEG-
 _BMP_DIB_SIZES = {12, 40, 52, 56, 64, 108, 124}  # 'BM' alone is too weak a signature
 _ASF_GUID = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")  # WMV / ASF header object
 _OGG_VIDEO = (b"\x80theora", b"OVP80", b"\x80daala")  # codec headers in an Ogg stream's first page
+_NO_VIDEO = {"audio-only MPEG-4", "MPEG-4 without a video track", "audio-only Flash Video",
+             "Ogg audio"}
 
 
 def image_format(head: bytes) -> str | None:
@@ -81,6 +85,63 @@ def _sniff_head(head: bytes, strict: bool = False) -> tuple[str, str | None]:
     return OTHER, None
 
 
+def _sniff_file(f: BinaryIO, size: int, strict: bool = False) -> tuple[str, str | None]:
+    """_sniff_head on an open file, and an MPEG-4/QuickTime "video" without a video track is
+    OTHER (audio-only). `strict`: the extension names no media, so text is never media."""
+    head = f.read(_HEAD_BYTES)
+    # every media header holds control bytes (NUL above all); text has none
+    if strict and not any(b < 9 or 13 < b < 32 for b in head):
+        return OTHER, None
+    kind, what = _sniff_head(head, strict)
+    if kind == VIDEO and head[4:8] in _QT_ATOMS:
+        what = _bmff_no_video(f, size)
+        kind = OTHER if what else VIDEO
+    return kind, what
+
+
+def _bmff_no_video(f: BinaryIO, size: int) -> str | None:
+    """What an MPEG-4/QuickTime file is when its track list (moov) has no video track ("audio-only
+    MPEG-4"); None when it has one, or when the list cannot be found (a truncated file: the decoder
+    says what is wrong).
+
+    FFmpeg's own files say 'isom', not 'M4A ', whatever they hold, and OpenCV only reports
+    that it cannot open them. This walks box headers down to each track's handler type (about
+    twenty small reads, the sample tables never read); no installed library does it.
+    """
+    for kind, start, end in _boxes(f, 0, size):
+        if kind == b"moov":
+            handlers = set()
+            for trak in (b for b in _boxes(f, start, end) if b[0] == b"trak"):
+                for mdia in (b for b in _boxes(f, trak[1], trak[2]) if b[0] == b"mdia"):
+                    for hdlr in (b for b in _boxes(f, mdia[1], mdia[2]) if b[0] == b"hdlr"):
+                        f.seek(hdlr[1] + 8)  # version/flags, pre_defined (QuickTime: 'mhlr')
+                        handlers.add(f.read(4))
+            if b"vide" in handlers or not handlers:
+                return None
+            return "audio-only MPEG-4" if b"soun" in handlers else "MPEG-4 without a video track"
+    return None
+
+
+def _boxes(f: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of each ISO-BMFF box in [start, end)."""
+    at = start
+    while at + 8 <= end:
+        f.seek(at)
+        header = f.read(16)
+        if len(header) < 8:
+            return
+        length, kind = struct.unpack(">I4s", header[:8])
+        skip = 8
+        if length == 1 and len(header) == 16:  # 64-bit size follows
+            length, skip = struct.unpack(">Q", header[8:])[0], 16
+        elif length == 0:  # to the end of the enclosing box
+            length = end - at
+        if length < skip or at + length > end:
+            return  # damaged or cut: stop, do not guess
+        yield kind, at + skip, at + length
+        at += length
+
+
 def _sync_bytes(head: bytes, start: int, step: int, n: int) -> bool:
     at = range(start, start + step * n, step)
     return len(head) > at[-1] and all(head[i] == 0x47 for i in at)
@@ -96,8 +157,9 @@ def scan(
     include/exclude globs match `source` (a pattern without '/' also matches the file name)
     and exclude wins; an excluded directory is not entered. A file given as a root is always
     yielded, its `source` being its name. Only files with a media extension are opened: their
-    content decides IMAGE or VIDEO, and content that is neither makes an error item. Other
-    files come as OTHER with a `reason` (skipped). Unreadable entries, broken links and
+    content decides IMAGE or VIDEO, and content that is neither makes an error item; sound
+    only (an MPEG-4 without a video track, Ogg or Flash audio) comes as OTHER with a `reason`
+    (skipped), like other files. Unreadable entries, broken links and
     symlink loops come as OTHER items with `error` set. Files and folders in `skip` (a run's
     own outputs and state, when they lie inside a root) are left out silently.
     """
@@ -169,7 +231,9 @@ class _Walk:
             source = f"{rel}/{entry.name}" if rel else entry.name
             source = table_safe(source)
             child = Path(entry.path)
-            if entry.path in self.skip:
+            # by the path as walked and by the real one (the root may be a link, or spelled
+            # otherwise than --out), without a syscall: real_path is this folder's real path
+            if entry.path in self.skip or os.path.join(real_path, entry.name) in self.skip:
                 continue
             if not key.endswith("/"):
                 if _wanted(source, self.include, self.exclude):
@@ -207,11 +271,14 @@ def _file_item(root: str, source: str, path: Path) -> MediaItem:
         return _error(root, source, path, "empty file (0 bytes)", st)
     try:
         with open(path, "rb") as f:
-            kind, what = _sniff_head(f.read(_HEAD_BYTES))
+            kind, what = _sniff_file(f, st.st_size)
     except OSError as e:
         return _error(root, source, path, f"cannot read file: {e.strerror or e}", st)
     if kind != OTHER:
         return MediaItem(root, source, path, kind, st.st_size, st.st_mtime)
+    if what in _NO_VIDEO:  # sound only, under any media extension: skipped, like a .m4a
+        return MediaItem(root, source, path, OTHER, st.st_size, st.st_mtime,
+                         reason=f"no video stream ({what})")
     expected = "not an image" if ext in IMAGE_EXTS else "not a video"
     detail = f"{what} is not supported" if what else "content is not a known image or video format"
     return _error(root, source, path, f"{expected}: {detail}", st)
@@ -225,10 +292,7 @@ def _probe(root: str, source: str, path: Path, ext: str) -> MediaItem:
         st = path.stat()
         if stat.S_ISREG(st.st_mode) and st.st_size:
             with open(path, "rb") as f:
-                head = f.read(_HEAD_BYTES)
-            # every media header holds control bytes (NUL above all); text has none
-            binary = any(b < 9 or 13 < b < 32 for b in head)
-            kind = _sniff_head(head, strict=True)[0] if binary else OTHER
+                kind = _sniff_file(f, st.st_size, strict=True)[0]
             if kind != OTHER:
                 return MediaItem(root, source, path, kind, st.st_size, st.st_mtime)
     why = f"not media ({ext})" if ext else "not media (no extension)"

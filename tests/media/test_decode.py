@@ -131,7 +131,7 @@ def test_png_bomb_refused_from_header(make_png_bomb):
     p = make_png_bomb("bomb.png")
     assert p.stat().st_size < 100_000
     start = time.perf_counter()
-    with pytest.raises(DecodeError, match=rf"image too large: 20000x20000 > {MAX_IMAGE_PIXELS}"):
+    with pytest.raises(DecodeError, match=rf"image too large: 400000000 pixels > {MAX_IMAGE_PIXELS}"):
         read_image(p)
     assert time.perf_counter() - start < 0.5  # refused before decoding 1.2 GB
 
