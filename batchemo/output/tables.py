@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from batchemo.errors import OutputError
 from batchemo.output.atomic import atomic_write
-from batchemo.records import Face, MediaItem, SampledFrame
+from batchemo.records import Face, FileRow, MediaItem, SampledFrame
 
 SCHEMA_VERSION = "1"
 # Rows per Parquet row group in a rebuilt table: a footer entry per file (the old layout) made
@@ -122,9 +122,9 @@ def frames_table(item: MediaItem, frames: list[SampledFrame]) -> pa.Table:
         "n_faces": np.array([f.n_faces for f in frames], np.int32)}, schema=FRAMES_SCHEMA)
 
 
-def files_table(rows: list[dict]) -> pa.Table:
+def files_table(rows: list[FileRow]) -> pa.Table:
     """The files table from ledger rows (whose mtime is float Unix seconds)."""
-    cols = {c: [r[c] for r in rows] for c in FILES_SCHEMA.names}
+    cols = {c: [getattr(r, c) for r in rows] for c in FILES_SCHEMA.names}
     mtime = unix_to_utc(pa.array(cols.pop("mtime"), pa.float64()))
     t = pa.table(cols, schema=FILES_SCHEMA.remove(FILES_SCHEMA.get_field_index("mtime")))
     return t.add_column(FILES_SCHEMA.get_field_index("mtime"), FILES_SCHEMA.field("mtime"), mtime)
