@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import types
@@ -16,7 +17,7 @@ import click
 
 from batchemo import config as C
 from batchemo import options
-from batchemo.errors import EXIT_FATAL, BatchemoError
+from batchemo.errors import EXIT_FATAL, BatchemoError, ConfigError
 
 log = logging.getLogger("batchemo")
 
@@ -242,9 +243,22 @@ def summary(results, **flags) -> None:
 def report(results, **flags) -> None:
     """Write a self-contained HTML report (timelines, tracks, failed files) of a run's RESULTS."""
     cfg = build_config(C.ReportConfig, None, {**flags, "results": results})
+    _check_writable_file(Path(cfg.out), "--out")  # before the work, not after it
     from batchemo.analysis.commands import make_report
 
     click.echo(f"wrote {make_report(cfg)}")
+
+
+def _check_writable_file(path: Path, option: str) -> None:
+    """A file can be written at `path`: its folder exists and is writable, and it is no folder
+    (ConfigError, exit 2, otherwise)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file name")
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {path}: no such folder {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot write in {folder}")
 
 
 @main.command()
