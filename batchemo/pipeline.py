@@ -115,9 +115,9 @@ def run(cfg: RunConfig) -> RunResult:
         raise OutputError(f"cannot move the state folder to {paths.state}: {e}") from None
     foreign = foreign_file(paths)
     if foreign is not None:  # batchemo would overwrite or delete it: a user's file is never lost
-        raise OutputError(f"--out {paths.out}: {foreign} is not a batchemo output (no ledger in "
-                          f"{paths.state}); batchemo never overwrites files it did not write: "
-                          "choose a new or empty --out")
+        raise OutputError(f"--out {paths.out} is not a batchemo output (no {paths.state.name}/ "
+                          f"ledger) and {foreign} is in the way; batchemo never overwrites or "
+                          "deletes files it did not write: choose a new or empty --out")
     made = [d for d in ([paths.out, paths.state] if paths.is_dataset else [paths.state])
             if not d.exists()]
     previous = _catch_sigterm()

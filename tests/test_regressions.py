@@ -708,3 +708,21 @@ def test_item16_unguarded_script_with_worker_processes_runs_once(tmp_path, make_
                        timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["exit 0 faces 1"]  # printed once: no run in the worker
+
+
+# -- issue 28, minor: report -o into a missing folder fails at once --------------------------
+
+
+def test_issue28_report_into_a_missing_folder_exits_2_before_any_work(tmp_path, monkeypatch):
+    # `report -o missing_dir/x.html` worked 27 s, then exited 2: the path is checked first.
+    from batchemo.analysis import commands
+
+    called = []
+    monkeypatch.setattr(commands, "make_report", lambda cfg: called.append(cfg))
+    results = tmp_path / "res.parquet"
+    results.write_bytes(b"")
+    r = CliRunner().invoke(main, ["report", str(results), "-o", str(tmp_path / "missing" /
+                                                                    "x.html")])
+    assert r.exit_code == 2 and "no such folder" in r.output and not called
+    r = CliRunner().invoke(main, ["report", str(results), "-o", str(tmp_path)])
+    assert r.exit_code == 2 and "is a folder" in r.output and not called
