@@ -40,8 +40,8 @@ from batchemo.errors import (
 from batchemo.model import load_model
 from batchemo.options import validate
 from batchemo.output.ledger import Ledger, OutputLock
-from batchemo.output.store import Store, foreign_file
-from batchemo.output.tables import OutputPaths, faces_table, frames_table
+from batchemo.output.store import Store
+from batchemo.output.tables import OutputPaths, faces_table, foreign_file, frames_table
 from batchemo.plan import Settings, content_fingerprint, plan, resolve_settings
 from batchemo.records import (
     STATUS_ERROR,

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from batchemo.output.atomic import leftover_temps
 from batchemo.output.ledger import Ledger
 from batchemo.output.tables import (
     FRAMES_SCHEMA,
@@ -52,27 +53,6 @@ def is_shared(part: str) -> bool:
 def _key_mask(table: pa.Table, keys: set[tuple[str, str]]) -> pa.ChunkedArray:
     joined = pc.binary_join_element_wise(table["root"], table["source"], "\x00")
     return pc.is_in(joined, value_set=pa.array([f"{r}\x00{s}" for r, s in keys], pa.string()))
-
-
-def foreign_file(paths: OutputPaths) -> Path | None:
-    """A file in the way of an output that has no ledger yet (not one batchemo wrote): the first
-    file in an existing --out folder, or an existing table of the single-file form. batchemo
-    would overwrite or delete it, so the run is refused instead."""
-    if (paths.state / "ledger.sqlite").exists():
-        return None
-    if not paths.is_dataset:
-        return next((t for name in TABLES if (t := paths.table(name)).exists()), None)
-    if not paths.out.is_dir():
-        return None
-    for folder, dirs, files in os.walk(paths.out):
-        dirs.sort()
-        if files:
-            return Path(folder) / sorted(files)[0]
-    return None
-
-
-# A temp file of atomic.atomic_write: `.<target name>.<pid>.tmp`.
-_TEMP = re.compile(r"^\.(?P<target>.+)\.\d+\.tmp$")
 
 
 class Store:
@@ -108,22 +88,13 @@ class Store:
         for part in owned - live:
             self._remove_part(part)
         ours = {f"{p}.parquet" for p in owned} | {f".{p}.parquet.compacting" for p in owned}
-        for kind in STAGED:
-            d = self.base / kind
-            for f in d.glob(".*.tmp") if d.is_dir() else []:
-                m = _TEMP.match(f.name)
-                if m and m["target"] in ours:
-                    f.unlink(missing_ok=True)
+        temps = [f for kind in STAGED for f in leftover_temps(self.base / kind, ours)]
         for name in TABLES:  # temp files of a writer killed mid-write (we hold the lock)
             target = self.paths.table(name)
-            if self.paths.is_dataset:
-                folder, ours = target, self._small_names(name)
-            else:
-                folder, ours = target.parent, {target.name}
-            for f in folder.glob(".*.tmp") if folder.is_dir() else []:
-                m = _TEMP.match(f.name)
-                if m and m["target"] in ours:
-                    f.unlink(missing_ok=True)
+            temps += leftover_temps(target, self._small_names(name)) if self.paths.is_dataset \
+                else leftover_temps(target.parent, [target.name])
+        for f in temps:
+            f.unlink(missing_ok=True)
         self.purge_stale()
         classes = self.ledger.get_meta("classes")
         if not classes:

@@ -187,6 +187,21 @@ class OutputPaths:
         return True
 
 
+def foreign_file(paths: OutputPaths) -> Path | None:
+    """A file in the way of an output that has no ledger yet (not one batchemo wrote): the first
+    file in an existing --out folder, or an existing table of the single-file form. batchemo
+    would overwrite or delete it, so the run is refused instead."""
+    if (paths.state / "ledger.sqlite").exists():
+        return None
+    if not paths.is_dataset:
+        return next((t for name in TABLES if (t := paths.table(name)).exists()), None)
+    for folder, dirs, files in os.walk(paths.out):
+        dirs.sort()
+        if files:
+            return Path(folder) / sorted(files)[0]
+    return None
+
+
 def with_metadata(schema: pa.Schema) -> pa.Schema:
     """`schema` with batchemo's file metadata: the schema version, and no `pandas` key (a table
     made from a DataFrame carries one; it would describe a pandas index in every reader)."""

@@ -9,8 +9,8 @@ import pytest
 
 from batchemo.output import store as store_mod
 from batchemo.output.ledger import Ledger
-from batchemo.output.store import Store, foreign_file
-from batchemo.output.tables import TABLES, OutputPaths, faces_schema
+from batchemo.output.store import Store
+from batchemo.output.tables import TABLES, OutputPaths, faces_schema, foreign_file
 from batchemo.records import FileRow
 
 CLASSES = ("happy", "sad")
@@ -55,7 +55,10 @@ def test_recover_deletes_its_orphan_part_and_keeps_foreign_files(store):
     for f in foreign:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"not batchemo's")
+    ours = store.paths.out / "faces" / f".{kept.part}.parquet.999.tmp"  # a killed write's
+    ours.write_bytes(b"half")
     store.recover()
+    assert not ours.exists()
     assert not store.part_path("faces", orphan).exists()
     assert store.part_path("faces", kept.part).exists()
     assert all(f.read_bytes() == b"not batchemo's" for f in foreign)
