@@ -175,7 +175,9 @@ def plan(cfg: RunConfig, ledger: Ledger, store: Store, settings: Settings, run_i
                 ledger.commit_file(dataclasses.replace(prev, size=item.size, mtime=item.mtime,
                                                        present=True))
             continue
-        out.todo.append(FileTask(item, fp))
+        # Read afresh (a retried error's row may hold "unreadable: …" of a file now readable)
+        out.todo.append(FileTask(item, content_fingerprint(item) if fp == prev.fingerprint
+                                 else fp))
     safe_roots = {table_safe(r) for r in roots}
     for key, prev in known.items():
         if key[0] in safe_roots and key not in seen and (prev.present or cfg.prune_deleted):
