@@ -267,8 +267,9 @@ def _check_writable_file(path: Path, option: str) -> None:
 def compact(out) -> None:
     """Merge the small part files of a run's OUT (as given to `run --out`) into large ones.
 
-    Runs do this themselves past a few hundred small parts; a reader of a directory OUT may
-    see some rows twice while it runs.
+    Runs do this themselves past a few hundred small parts. A reader of a directory OUT never
+    sees a row twice; for an instant per merged part (or after a kill, until the next
+    command) it may miss that part's rows.
     """
     from batchemo.pipeline import compact as compact_output
 
