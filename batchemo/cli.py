@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import signal
 import sys
 import types
@@ -16,7 +17,7 @@ import click
 from batchemo import config as C
 from batchemo import options
 from batchemo._util.jsonlog import log_to_stderr
-from batchemo.errors import EXIT_FATAL, BatchemoError
+from batchemo.errors import EXIT_FATAL, BatchemoError, ConfigError
 
 log = logging.getLogger("batchemo")
 
@@ -226,9 +227,22 @@ def summary(results, **flags) -> None:
 def report(results, **flags) -> None:
     """Write a self-contained HTML report (timelines, tracks, failed files) of a run's RESULTS."""
     cfg = build_config(C.ReportConfig, None, {**flags, "results": results})
+    _check_writable_file(Path(cfg.out), "--out")  # before the work, not after it
     from batchemo.analysis.commands import make_report
 
     click.echo(f"wrote {make_report(cfg)}")
+
+
+def _check_writable_file(path: Path, option: str) -> None:
+    """A file can be written at `path`: its folder exists and is writable, and it is no folder
+    (ConfigError, exit 2, otherwise)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file name")
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {path}: no such folder {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot write in {folder}")
 
 
 @main.command()
@@ -237,8 +251,9 @@ def report(results, **flags) -> None:
 def compact(out) -> None:
     """Merge the small part files of a run's OUT (as given to `run --out`) into large ones.
 
-    Runs do this themselves past a few hundred small parts; a reader of a directory OUT may
-    see some rows twice while it runs.
+    Runs do this themselves past a few hundred small parts. A reader of a directory OUT never
+    sees a row twice; for an instant per merged part (or after a kill, until the next
+    command) it may miss that part's rows.
     """
     from batchemo.pipeline import compact as compact_output
 

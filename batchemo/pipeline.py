@@ -39,10 +39,10 @@ from batchemo.errors import (
 )
 from batchemo.model import load_model
 from batchemo.options import validate
-from batchemo.output.ledger import Ledger, OutputLock, fingerprint
+from batchemo.output.ledger import Ledger, OutputLock
 from batchemo.output.store import Store
-from batchemo.output.tables import OutputPaths, faces_table, frames_table
-from batchemo.plan import Settings, plan, resolve_settings
+from batchemo.output.tables import OutputPaths, faces_table, foreign_file, frames_table
+from batchemo.plan import Settings, content_fingerprint, plan, resolve_settings
 from batchemo.records import (
     STATUS_ERROR,
     STATUS_NO_FACE,
@@ -50,6 +50,7 @@ from batchemo.records import (
     VIDEO,
     EngineJob,
     FileResult,
+    FileRow,
     MediaItem,
 )
 
@@ -112,6 +113,11 @@ def run(cfg: RunConfig) -> RunResult:
             log.info("moved the state of %s to %s", paths.out, paths.state)
     except OSError as e:
         raise OutputError(f"cannot move the state folder to {paths.state}: {e}") from None
+    foreign = foreign_file(paths)
+    if foreign is not None:  # batchemo would overwrite or delete it: a user's file is never lost
+        raise OutputError(f"--out {paths.out} is not a batchemo output (no {paths.state.name}/ "
+                          f"ledger) and {foreign} is in the way; batchemo never overwrites or "
+                          "deletes files it did not write: choose a new or empty --out")
     made = [d for d in ([paths.out, paths.state] if paths.is_dataset else [paths.state])
             if not d.exists()]
     previous = _catch_sigterm()
@@ -266,33 +272,50 @@ class _FailureLog:
             log.warning("more files failed: the files table lists them all")
 
 
+CHANGED_WHILE_ANALYSED = ("the file changed while it was being analysed; its rows are dropped "
+                          "and the next run processes it again")
+
+
 def _commit(store: Store, ledger: Ledger, res: FileResult, model, sid: str,
             run_id: str) -> str:
     """Track a finished file's faces, stage its rows, commit its ledger row; returns its status."""
     item = res.item
     status = STATUS_OK if res.faces else STATUS_NO_FACE
+    error = res.error or res.info.warning  # e.g. truncated
     if res.error and not res.frames:
         status = STATUS_ERROR
+    if _changed_since(item, res.task.fingerprint):
+        # What was decoded is not what the row would describe: no rows, and settings_id None
+        # so the next plan processes the file again whatever its size and time say.
+        status, error, sid = STATUS_ERROR, CHANGED_WHILE_ANALYSED, None
     prev = ledger.get(item.key)  # one row: this runs once per file
     part = None
     if res.frames and status != STATUS_ERROR:
         faces = faces_table(item, res.faces, _tracks(res), model.classes, model.model_id, run_id)
         frames = frames_table(item, res.frames) if item.media_type == VIDEO else None
         part = store.write_part(run_id, faces, frames)
-    info = res.info
-    ledger.commit_file({
-        "root": item.root, "source": item.source, "media_type": item.media_type,
-        "status": status, "error": res.error or info.warning,  # e.g. truncated
-        "size": item.size, "mtime": item.mtime,
-        "fingerprint": res.task.fingerprint or _fingerprint(item), "width": info.width,
-        "height": info.height, "fps": info.fps, "duration": info.duration,
-        "frames_sampled": len(res.frames), "faces": len(res.faces),
-        "decode_failures": info.decode_failures, "seconds": round(res.seconds, 3),
-        "present": True, "model_id": model.model_id, "run_id": run_id, "settings_id": sid,
-        "part": part})
-    if prev and prev["part"] and prev["part"] != part:
-        store.drop_part(prev["part"])
+    info, kept = res.info, status != STATUS_ERROR
+    ledger.commit_file(FileRow(
+        item.root, item.source, item.media_type, status, error, size=item.size,
+        mtime=item.mtime, fingerprint=res.task.fingerprint, width=info.width,
+        height=info.height, fps=info.fps, duration=info.duration,
+        frames_sampled=len(res.frames) if kept else 0, faces=len(res.faces) if kept else 0,
+        decode_failures=info.decode_failures, seconds=round(res.seconds, 3), present=True,
+        model_id=model.model_id, run_id=run_id, settings_id=sid, part=part))
+    if prev and prev.part and prev.part != part:
+        store.drop_part(prev.part)
     return status
+
+
+def _changed_since(item: MediaItem, fp: str) -> bool:
+    """Whether a file is no longer what the scan saw (size, time) and the plan fingerprinted
+    before decoding: it was replaced or written to while being analysed."""
+    try:
+        st = os.stat(item.path)
+    except OSError:
+        return True
+    return (st.st_size, st.st_mtime) != (item.size, item.mtime) or \
+        content_fingerprint(item) != fp
 
 
 def _tracks(res: FileResult) -> np.ndarray | None:
@@ -308,13 +331,6 @@ def _tracks(res: FileResult) -> np.ndarray | None:
                          boxes.reshape(len(faces), 4),
                          scores=np.array([f.box.score for f in faces], np.float32),
                          cut_frames=res.cuts)
-
-
-def _fingerprint(item: MediaItem) -> str | None:
-    try:
-        return fingerprint(item.path, item.size)
-    except OSError:
-        return None
 
 
 def _rebuild(store: Store, classes: tuple[str, ...], run_id: str | None, cfg) -> None:

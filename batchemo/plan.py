@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from batchemo.records import (
     STATUS_ERROR,
     STATUS_SKIPPED,
     ExtractSettings,
+    FileRow,
     FileTask,
     MediaItem,
 )
@@ -138,8 +140,8 @@ def plan(cfg: RunConfig, ledger: Ledger, store: Store, settings: Settings, run_i
     known = ledger.files()
     sid, model_id = settings.sid, settings.card.model_id
     out, seen = Plan(), set()
-    for item in scan([str(p) for p in cfg.input], cfg.include, cfg.exclude,
-                     skip=own_paths(cfg, store.paths)):
+    roots = unique_roots(cfg.input)
+    for item in scan(roots, cfg.include, cfg.exclude, skip=own_paths(cfg, store.paths)):
         seen.add(item.key)
         prev = known.get(item.key)
         if item.error or item.media_type == OTHER:
@@ -148,40 +150,61 @@ def plan(cfg: RunConfig, ledger: Ledger, store: Store, settings: Settings, run_i
                 out.failed.append(item)
             else:
                 out.skipped += 1
-            if prev and prev["part"]:
-                store.forget(item.key, prev, prune=True)  # was media, now is not: rows go
+            if prev and prev.part:
+                store.forget(prev, prune=True)  # was media, now is not: rows go
             why = item.error or item.reason
-            same = prev and (prev["status"], prev["error"], prev["size"], prev["mtime"],
-                             prev["present"], prev["part"]) == (status, why, item.size,
-                                                                item.mtime, True, None)
+            same = prev and (prev.status, prev.error, prev.size, prev.mtime, prev.present,
+                             prev.part) == (status, why, item.size, item.mtime, True, None)
             if not same:  # an unchanged row would only mark the outputs for a rebuild
                 commit_status(ledger, item, status, why, run_id, model_id)
             continue
-        if cfg.force or prev is None or prev["settings_id"] != sid:
+        if cfg.force or prev is None or prev.settings_id != sid:
             if prev is None:
                 out.new_keys.add(item.key)
-            out.todo.append(FileTask(item, ""))
+            # Taken before decoding and checked again at commit: a file replaced meanwhile
+            # (even by one of the same size) is not recorded as what was decoded.
+            out.todo.append(FileTask(item, content_fingerprint(item)))
             continue
-        if (prev["size"], prev["mtime"]) == (item.size, item.mtime) and prev["present"]:
-            fp = prev["fingerprint"]
+        if (prev.size, prev.mtime) == (item.size, item.mtime) and prev.present:
+            fp = prev.fingerprint
         else:
-            try:
-                fp = fingerprint(item.path, item.size)
-            except OSError as e:
-                fp = f"unreadable: {e.strerror}"
-        if fp == prev["fingerprint"] and not (cfg.retry_errors and prev["status"] == STATUS_ERROR):
+            fp = content_fingerprint(item)
+        if fp == prev.fingerprint and not (cfg.retry_errors and prev.status == STATUS_ERROR):
             out.unchanged += 1
-            if (prev["size"], prev["mtime"], prev["present"]) != (item.size, item.mtime, 1):
-                ledger.commit_file({**prev, "size": item.size, "mtime": item.mtime,
-                                    "present": True})
+            if (prev.size, prev.mtime, prev.present) != (item.size, item.mtime, True):
+                ledger.commit_file(dataclasses.replace(prev, size=item.size, mtime=item.mtime,
+                                                       present=True))
             continue
-        out.todo.append(FileTask(item, fp))
-    roots = {table_safe(str(p)) for p in cfg.input}
+        # Read afresh (a retried error's row may hold "unreadable: …" of a file now readable)
+        out.todo.append(FileTask(item, content_fingerprint(item) if fp == prev.fingerprint
+                                 else fp))
+    safe_roots = {table_safe(r) for r in roots}
     for key, prev in known.items():
-        if key[0] in roots and key not in seen and (prev["present"] or cfg.prune_deleted):
+        if key[0] in safe_roots and key not in seen and (prev.present or cfg.prune_deleted):
             out.deleted += 1
-            store.forget(key, prev, prune=cfg.prune_deleted)
+            store.forget(prev, prune=cfg.prune_deleted)
     return out
+
+
+def unique_roots(inputs: list) -> list[str]:
+    """The input roots as given, each real path once (`-i in -i ./in -i /abs/in` is one root,
+    named as first given): a file is analysed and counted once."""
+    roots, real = [], set()
+    for p in inputs:
+        r = os.path.realpath(p)
+        if r not in real:
+            real.add(r)
+            roots.append(str(p))
+    return roots
+
+
+def content_fingerprint(item: MediaItem) -> str:
+    """The file's fingerprint now (ledger.fingerprint with the scanned size), or why it cannot
+    be read."""
+    try:
+        return fingerprint(item.path, item.size)
+    except OSError as e:
+        return f"unreadable: {e.strerror}"
 
 
 def own_paths(cfg: RunConfig, paths: OutputPaths) -> list[Path]:
@@ -206,8 +229,6 @@ def own_paths(cfg: RunConfig, paths: OutputPaths) -> list[Path]:
 def commit_status(ledger: Ledger, item: MediaItem, status: str, error: str | None, run_id: str,
                   model_id: str) -> None:
     """Record a file that is not processed (scan error, not media) as its current state."""
-    ledger.commit_file({"root": item.root, "source": item.source, "media_type": item.media_type,
-                        "status": status, "error": error, "size": item.size,
-                        "mtime": item.mtime, "present": True, "run_id": run_id,
-                        "model_id": model_id, "faces": 0, "frames_sampled": 0,
-                        "decode_failures": 0})
+    ledger.commit_file(FileRow(item.root, item.source, item.media_type, status, error,
+                               size=item.size, mtime=item.mtime, present=True, run_id=run_id,
+                               model_id=model_id))

@@ -88,6 +88,7 @@ class Extracted:
     info: MediaInfo
     cuts: list[int]  # frame indices of hard cuts (they end tracks)
     error: str | None
+    seconds: float = 0.0  # spent decoding, detecting and cropping this file (the engine's)
 
 
 class FileTask(NamedTuple):
@@ -95,6 +96,38 @@ class FileTask(NamedTuple):
 
     item: MediaItem
     fingerprint: str
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One input file's row in the ledger (and, less `settings_id` and `part`, in the files
+    table): what was last done with it. Fields follow output.tables.FILES_SCHEMA, in order."""
+
+    root: str
+    source: str
+    media_type: str
+    status: str
+    error: str | None = None
+    size: int | None = None
+    mtime: float | None = None  # Unix seconds, as the scan read it
+    fingerprint: str | None = None  # of the bytes that were decoded (ledger.fingerprint)
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    duration: float | None = None
+    frames_sampled: int = 0
+    faces: int = 0
+    decode_failures: int = 0
+    seconds: float | None = None  # work on this file: decode, detect and its share of the model
+    present: bool = True
+    model_id: str | None = None
+    run_id: str | None = None
+    settings_id: str | None = None  # None: processed again by the next plan
+    part: str | None = None  # its staged rows (output.store), None when it has none
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.root, self.source)
 
 
 @dataclass(frozen=True)
@@ -154,7 +187,9 @@ class Face:
 
 @dataclass(frozen=True)
 class FileResult:
-    """An engine's answer for one file: its frames and faces in (frame, face) order."""
+    """An engine's answer for one file: its frames and faces in (frame, face) order; `seconds`
+    is the work done on it (decode, detect, crop, and its faces' share of the model calls),
+    not the time it waited in queues."""
 
     task: FileTask
     frames: list[SampledFrame]

@@ -1,10 +1,12 @@
 """Fault injection: real `batchemo run` processes killed at several points, then resumed."""
 
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -121,3 +123,45 @@ def test_concurrent_runs_one_waits_and_finds_the_work_done(archive, random_model
     assert codes == [0, 3] and "another batchemo run" in errors
     assert waited.returncode == 0 and "0 files processed (6 unchanged" in waited.stderr
     assert_same(out, reference)
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The worker processes (spawned children, not the resource tracker) of process `pid`."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                found.append(int(child))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_a_killed_worker_fails_its_file_and_the_run_goes_on(tmp_path, random_model):
+    # Issue 28 item 5: `kill -9 <worker pid>` (what the OOM killer does) ended the run with
+    # "RuntimeError: a worker process died unexpectedly", exit 1 and no tables.
+    root = tmp_path / "in"
+    for i in range(6):
+        write_video(root / f"clip{i}.mp4", seconds=4, fps=10, size=(160, 240),
+                    faces_fn=lambda i, t: [(20 + 3 * i, 40, 64)])
+    out = tmp_path / "out.parquet"
+    proc = subprocess.Popen(cmd(root, out, random_model, "--fps", "10"), stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while committed(out) < 1 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    victims = _workers_of(proc.pid)
+    assert proc.poll() is None and len(victims) == 1, "the run ended before the kill"
+    os.kill(victims[0], signal.SIGKILL)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 1, err
+    files = read_output(out, "files")
+    assert len(files) == 6 and set(files.status) == {"ok", "error"}
+    died = files[files.status == "error"]
+    assert len(died) == 1 and "worker process analysing it died" in died.error.iloc[0]
+    faces = read_output(out)
+    assert set(faces.source) == set(files[files.status == "ok"].source)  # finished files kept
+    # A failed file is retried when asked (a file that kills workers is not retried unasked)
+    rerun = subprocess.run(cmd(root, out, random_model, "--fps", "10", "--retry-errors"),
+                           timeout=300)
+    assert rerun.returncode == 0 and set(read_output(out, "files").status) == {"ok"}

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -346,3 +347,134 @@ def test_directory_output_grows_by_unique_parts_without_duplicates(tmp_path, mak
     assert len(parts) == 3 and len(parts & first_parts) == 1  # 1.png's old part replaced
     faces = ds.dataset(out / "faces").to_table().to_pandas()
     assert faces.groupby("source").size().to_dict() == {"0.png": 1, "1.png": 2, "2.png": 1}
+
+
+# -- issue 28: nothing lost on the inputs and folders users really have ----------------------
+
+
+def test_a_file_replaced_while_analysed_is_processed_again(tmp_path, make_image, random_model,
+                                                           monkeypatch):
+    # Issue 28 item 2: a same-size replacement during the analysis kept the old file's rows
+    # forever ("unchanged" on every rerun): the fingerprint was taken after decoding.
+    from batchemo.engines import local
+
+    a = make_image("in/a.jpg", size=(200, 480), faces=faces_at(2, w=480))
+    b = make_image(tmp_path / "b.jpg", size=(160, 400))  # no faces, another width
+    size = max(a.stat().st_size, b.stat().st_size)
+    for f in (a, b):  # the same size: JPEG decoders ignore bytes after the end marker
+        f.write_bytes(f.read_bytes().ljust(size, b"\0"))
+    real = local.extract
+
+    def replaced_after_decoding(item, *args, **kw):
+        for kind, payload in real(item, *args, **kw):
+            if kind == "done":
+                os.replace(b, a)  # `cat B > a.jpg` while a.jpg is being analysed
+            yield kind, payload
+
+    monkeypatch.setattr(local, "extract", replaced_after_decoding)
+    out = tmp_path / "res.parquet"
+    first = run(run_cfg([tmp_path / "in"], out, random_model))
+    files = read(out, "files")
+    assert first.exit_code == 1 and files.status.tolist() == ["error"]
+    assert "changed while it was being analysed" in files.error[0] and len(read(out)) == 0
+    monkeypatch.undo()
+    second = run(run_cfg([tmp_path / "in"], out, random_model))
+    files = read(out, "files")
+    assert second.exit_code == 0 and second.files_changed == 1
+    assert files.width.tolist() == [400] and files.status.tolist() == ["no_face"]
+    third = run(run_cfg([tmp_path / "in"], out, random_model))
+    assert third.files_unchanged == 1 and third.files_changed == 0
+
+
+def test_a_folder_that_is_not_a_batchemo_output_is_refused(tmp_path, make_image, random_model):
+    # Issue 28 item 3: an existing --out folder lost the files batchemo did not write.
+    make_image("in/a.png", size=(160, 200), faces=faces_at(1, w=200))
+    proj = tmp_path / "proj"
+    theirs = {proj / "faces" / "my_annotations.parquet": b"1",
+              proj / "frames" / "keyframes.parquet": b"2",
+              proj / "summary" / "part-2019-report.parquet": b"3"}
+    for f, data in theirs.items():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
+    r = CliRunner().invoke(main, ["run", "-i", str(tmp_path / "in"), "-o", str(proj),
+                                  "--model", str(random_model), "--workers", "0", "--quiet"])
+    assert r.exit_code == 2 and "faces/my_annotations.parquet" in r.output  # names the first found
+    assert all(f.read_bytes() == data for f, data in theirs.items())
+    assert not (proj / "_batchemo").exists()
+
+
+def test_a_batchemo_output_keeps_files_a_user_added_to_it(tmp_path, make_image, random_model):
+    # Issue 28 item 3: recovery removed every unknown *.parquet in faces/ and frames/, the
+    # small-table writer every part-*.parquet: never delete what the ledger did not record.
+    make_image("in/a.png", size=(160, 200), faces=faces_at(1, w=200))
+    out = tmp_path / "proj"
+    assert run(run_cfg([tmp_path / "in"], out, random_model)).exit_code == 0
+    theirs = [out / "faces" / "my_annotations.parquet", out / "frames" / "keyframes.parquet",
+              out / "summary" / "part-2019-report.parquet"]
+    for f in theirs:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"mine")
+    make_image("in/b.png", size=(160, 200), faces=faces_at(1, w=200))  # a rebuild is due
+    again = run(run_cfg([tmp_path / "in"], out, random_model))
+    assert again.exit_code == 0 and again.files_new == 1
+    assert all(f.read_bytes() == b"mine" for f in theirs)
+    summary = [p.name for p in (out / "summary").glob("part-*.parquet")]
+    assert sorted(summary) == sorted(["part-2019-report.parquet", f"part-{again.run_id}.parquet"])
+
+
+def test_the_same_root_given_three_ways_is_analysed_once(tmp_path, make_image, random_model,
+                                                         monkeypatch):
+    # Issue 28, minor: `-i in -i in -i /abs/in` analysed each file three times and the closing
+    # line counted 3x what the tables held.
+    make_image("in/a.png", size=(160, 200), faces=faces_at(1, w=200))
+    make_image("in/b.png", size=(160, 200), faces=faces_at(1, w=200))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "res.parquet"
+    res = run(run_cfg(["in", "in", tmp_path / "in"], out, random_model))
+    files = read(out, "files")
+    assert res.files_new == len(files) == 2 and res.faces == len(read(out)) == 2
+    assert set(files.root) == {"in"}
+
+
+def test_a_noop_rerun_of_a_directory_output_without_videos_rebuilds_nothing(
+        tmp_path, make_image, random_model):
+    # Issue 28, minor: no frames/ folder (no videos) made every no-op rerun rewrite all
+    # derived tables.
+    make_image("in/a.png", size=(160, 200), faces=faces_at(1, w=200))
+    out = tmp_path / "res"
+    assert run(run_cfg([tmp_path / "in"], out, random_model)).exit_code == 0
+    before = {p.relative_to(out) for p in out.rglob("*.parquet") if "runs" not in p.parts}
+    again = run(run_cfg([tmp_path / "in"], out, random_model))
+    assert again.files_unchanged == 1
+    assert {p.relative_to(out) for p in out.rglob("*.parquet") if "runs" not in p.parts} == before
+
+
+def test_files_seconds_is_work_not_queue_time(tmp_path, make_image, random_model, monkeypatch):
+    # Issue 29: files.seconds ("processing time") was the time from queueing to the last face's
+    # batch (5.6 s for a 128x128 photo; 133 s summed over a 35 s run). It is the file's work now:
+    # what its worker spent on it plus its faces' share of the model calls.
+    from batchemo import pipeline as pipeline_mod
+
+    for i in range(30):
+        make_image(f"in/p{i:02d}.png", size=(128, 128), faces=[(30, 30, 64)])
+    spans = []
+    real = pipeline_mod.get_engine
+
+    def timed_engine(name):
+        engine = real(name)
+
+        def timed(job):
+            t = time.perf_counter()
+            yield from engine(job)
+            spans.append(time.perf_counter() - t)
+
+        return timed
+
+    monkeypatch.setattr(pipeline_mod, "get_engine", timed_engine)
+    workers = 1
+    out = tmp_path / "res.parquet"
+    res = run(run_cfg([tmp_path / "in"], out, random_model, workers=workers, batch_size=64))
+    seconds = read(out, "files").seconds
+    assert res.exit_code == 0 and len(seconds) == 30 and (seconds > 0).all()
+    # The worker and the model (in this process) can at most both be busy the whole time.
+    assert seconds.sum() <= spans[0] * (workers + 1) * 1.1

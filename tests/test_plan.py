@@ -86,3 +86,15 @@ def test_recovery_rebuilds_with_the_runs_bin_and_plots(tmp_path, make_video, ran
     tl = pd.read_parquet(paths.table("timeline"))
     assert len(tl) and ((tl.bin_end - tl.bin_start) == 2.0).all()
     assert any(plots.glob("*.png"))
+
+
+def test_unique_roots_keeps_each_real_path_once_as_first_given(tmp_path, monkeypatch):
+    # Issue 28, minor: `-i in -i in -i /abs/in` analysed the same files three times.
+    from batchemo.plan import unique_roots
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "in")
+    monkeypatch.chdir(tmp_path)
+    roots = unique_roots(["in", "./in", tmp_path / "in", "link", "other", "in/"])
+    assert roots == ["in", "other"]

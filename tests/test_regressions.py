@@ -24,6 +24,7 @@ from batchemo.cli import main
 from batchemo.errors import ConfigError, OutputError
 from batchemo.output.ledger import Ledger
 from batchemo.output.tables import OutputPaths
+from batchemo.records import FileRow
 
 BIG = 64
 
@@ -105,8 +106,8 @@ def test_item2_missing_or_truncated_part_reprocesses_its_file(tmp_path, make_ima
     before = read(out).sort_values(["source", "frame_index", "face_index"])
     rows = ledger_rows(out)
     parts = OutputPaths.from_out(out).state / "parts"
-    victims = [parts / "faces" / f"{rows[(str(tmp_path / 'in'), 'b.png')]['part']}.parquet",
-               parts / "frames" / f"{rows[(str(tmp_path / 'in'), 'v.mp4')]['part']}.parquet"]
+    victims = [parts / "faces" / f"{rows[(str(tmp_path / 'in'), 'b.png')].part}.parquet",
+               parts / "frames" / f"{rows[(str(tmp_path / 'in'), 'v.mp4')].part}.parquet"]
     for f in victims:
         if damage == "delete":
             f.unlink()
@@ -189,8 +190,7 @@ def test_item6_ledger_disk_full_is_an_output_error(tmp_path):
         ledger.db.execute("PRAGMA max_page_count = 4")
         with pytest.raises(OutputError, match="full"):
             for i in range(2000):
-                ledger.commit_file({"root": "r", "source": f"{i:06d}-" + "x" * 200,
-                                    "status": "ok"})
+                ledger.commit_file(FileRow("r", f"{i:06d}-" + "x" * 200, "image", "ok"))
     finally:
         ledger.close()
 
@@ -708,3 +708,21 @@ def test_item16_unguarded_script_with_worker_processes_runs_once(tmp_path, make_
                        timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["exit 0 faces 1"]  # printed once: no run in the worker
+
+
+# -- issue 28, minor: report -o into a missing folder fails at once --------------------------
+
+
+def test_issue28_report_into_a_missing_folder_exits_2_before_any_work(tmp_path, monkeypatch):
+    # `report -o missing_dir/x.html` worked 27 s, then exited 2: the path is checked first.
+    from batchemo.analysis import commands
+
+    called = []
+    monkeypatch.setattr(commands, "make_report", lambda cfg: called.append(cfg))
+    results = tmp_path / "res.parquet"
+    results.write_bytes(b"")
+    r = CliRunner().invoke(main, ["report", str(results), "-o", str(tmp_path / "missing" /
+                                                                    "x.html")])
+    assert r.exit_code == 2 and "no such folder" in r.output and not called
+    r = CliRunner().invoke(main, ["report", str(results), "-o", str(tmp_path)])
+    assert r.exit_code == 2 and "is a folder" in r.output and not called

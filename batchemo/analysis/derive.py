@@ -15,12 +15,13 @@ import pyarrow as pa
 from batchemo.errors import OutputError
 from batchemo.output.store import Store
 from batchemo.output.tables import FRAMES_SCHEMA, SEGMENTS_SCHEMA, faces_schema, summary_schema
+from batchemo.records import FileRow
 
 log = logging.getLogger("batchemo")
 BLOCK_ROWS = 50_000  # face and frame rows per timeline() call (memory stays bounded)
 
 
-def write_derived(store: Store, classes: tuple[str, ...], rows: list[dict], files: pa.Table,
+def write_derived(store: Store, classes: tuple[str, ...], rows: list[FileRow], files: pa.Table,
                   tag: str, cfg) -> None:
     """timeline and segments per video (streamed file by file), summary, optional plots."""
     from batchemo.analysis.segments import SEGMENT_COLUMNS, segments
@@ -45,7 +46,7 @@ def write_derived(store: Store, classes: tuple[str, ...], rows: list[dict], file
         # and their order are the same (timeline and segments work per video).
         faces, frames, n = [], [], 0
         for r in rows:
-            if r["media_type"] != "video" or not r["part"]:
+            if r.media_type != "video" or not r.part:
                 continue
             fa, fr = store.read_part("faces", r), store.read_part("frames", r)
             if fr is None:

@@ -132,11 +132,15 @@ def prefetched(frames: Iterator, depth: int = 4) -> Iterator:
         t.join()
 
 
-def worker_main(tasks, results, settings: ExtractSettings, size: int, chunk_frames: int,
+def worker_main(conn, settings: ExtractSettings, size: int, chunk_frames: int,
                 threads: int = 1) -> None:
-    """Process entry point: `threads` detectors per process, files from `tasks` until None."""
+    """Process entry point: `threads` detectors per process; files `(idx, item)` from `conn`
+    (this worker's own pipe) until None, each answered with its messages, the "done" one
+    carrying the seconds spent on it. A worker that dies takes only its own pipe with it."""
+    import dataclasses
     import multiprocessing
     import signal
+    import time
 
     from batchemo.media.detect import get_detector
 
@@ -145,37 +149,33 @@ def worker_main(tasks, results, settings: ExtractSettings, size: int, chunk_fram
         from batchemo._util.jsonlog import log_json_here
 
         log_json_here()
-
-    def orphaned() -> bool:
-        # multiprocessing's own parent handle: a pipe that closes when the parent dies, even one
-        # killed while this process was still importing (a pid read here would already be init's)
-        return not multiprocessing.parent_process().is_alive()
-
-    if orphaned():  # killed while we were importing: don't even load a detector
+    # multiprocessing's own parent handle: a pipe that closes when the parent dies, even one
+    # killed while this process was still importing (a pid read here would already be init's)
+    if not multiprocessing.parent_process().is_alive():  # don't even load a detector
         _exit_orphan()
     detectors = [get_detector(**settings.detector_args) for _ in range(threads)]
+    try:
+        conn.send((-1, ("ready", None)))  # a death from here on is a file's, not start-up's
+    except OSError:
+        _exit_orphan()
     while True:
-        try:
-            task = tasks.get(timeout=1.0)
-        except queue.Empty:
-            if orphaned():
-                _exit_orphan()
-            continue
+        try:  # a parent killed with -9 closes its end: recv and send fail, we exit at once
+            task = conn.recv()
+        except (EOFError, OSError):
+            _exit_orphan()
         if task is None:
             return
         idx, item = task
-        for msg in extract(item, settings, detectors, size, chunk_frames):
-            # A bounded queue: a parent killed with -9 never drains it, so poll while blocked.
-            while True:
-                try:
-                    results.put((idx, msg), timeout=1.0)
-                    break
-                except queue.Full:
-                    if orphaned():
-                        _exit_orphan()
+        started = time.perf_counter()
+        for kind, payload in extract(item, settings, detectors, size, chunk_frames):
+            if kind == "done":
+                payload = dataclasses.replace(payload, seconds=time.perf_counter() - started)
+            try:
+                conn.send((idx, (kind, payload)))
+            except OSError:
+                _exit_orphan()
 
 
 def _exit_orphan() -> None:
-    # Parent killed (-9): exit at once. A normal exit would wait for the queue's feeder thread to
-    # flush into a pipe nobody reads any more, which is how workers used to linger for minutes.
+    # Parent killed (-9): exit at once, without the interpreter's slow shutdown.
     os._exit(0)

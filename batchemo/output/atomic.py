@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+_TEMP = re.compile(r"^\.(?P<target>.+)\.\d+\.tmp$")  # atomic_write's temp names
 
 
 @contextlib.contextmanager
@@ -17,7 +20,7 @@ def atomic_write(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
     ends the temp name (a writer that checks extensions, e.g. Keras, needs its own).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")  # _TEMP (default suffix)
     try:
         yield tmp
         replace_synced(tmp, path)
@@ -41,3 +44,13 @@ def _fsync(path: Path, flags: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def leftover_temps(folder: Path, targets: Iterable[str]) -> list[Path]:
+    """Temp files that atomic_write (default suffix) left in `folder` when killed while
+    writing one of `targets` (file names): nothing else, whatever its name."""
+    targets = set(targets)
+    if not folder.is_dir():
+        return []
+    return [f for f in folder.glob(".*.tmp")
+            if (m := _TEMP.match(f.name)) and m["target"] in targets]

@@ -8,6 +8,7 @@ from a killed run never blocks the next one.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -19,8 +20,9 @@ from pathlib import Path
 
 from batchemo.errors import LockedError, OutputError
 from batchemo.output.tables import FILES_SCHEMA, RUNS_SCHEMA
+from batchemo.records import FileRow
 
-FILE_COLUMNS = [f.name for f in FILES_SCHEMA] + ["settings_id", "part"]
+FILE_COLUMNS = [f.name for f in dataclasses.fields(FileRow)]
 RUN_COLUMNS = [f.name for f in RUNS_SCHEMA]
 _SQL_TYPES = {"string": "TEXT", "int64": "INTEGER", "int32": "INTEGER", "double": "REAL",
               "bool": "INTEGER",
@@ -114,6 +116,15 @@ class Ledger:
         rcols = ", ".join(f"{f.name} {_SQL_TYPES[str(f.type)]}" for f in RUNS_SCHEMA)
         self.db.execute(f"CREATE TABLE IF NOT EXISTS runs ({rcols})")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        # Every file batchemo may have put in an output folder (staged parts, the directory
+        # form's small tables), claimed before it is written: the only files it ever deletes.
+        new = not self.db.execute("SELECT name FROM sqlite_master WHERE name = 'owned'")\
+            .fetchone()
+        self.db.execute("CREATE TABLE IF NOT EXISTS owned (folder TEXT, name TEXT, "
+                        "PRIMARY KEY (folder, name))")
+        if new:  # an output of an older version: its live parts are provably its own
+            self.db.execute("INSERT OR IGNORE INTO owned SELECT 'parts', part FROM files "
+                            "WHERE part IS NOT NULL")
 
     @_sql
     def get_meta(self, key: str) -> str | None:
@@ -164,25 +175,23 @@ class Ledger:
             return False  # created but never got its tables
 
     @_sql
-    def files(self) -> dict[tuple[str, str], dict]:
+    def files(self) -> dict[tuple[str, str], FileRow]:
+        """Every file's row, by (root, source)."""
         cur = self.db.execute(f"SELECT {', '.join(FILE_COLUMNS)} FROM files")
-        rows = {(r[0], r[1]): dict(zip(FILE_COLUMNS, r, strict=True)) for r in cur}
-        for r in rows.values():  # SQLite stores booleans as 0/1
-            r["present"] = None if r["present"] is None else bool(r["present"])
-        return rows
+        return {(r[0], r[1]): _file_row(r) for r in cur}
 
     @_sql
-    def get(self, key: tuple[str, str]) -> dict | None:
+    def get(self, key: tuple[str, str]) -> FileRow | None:
         """One file's row (None if unknown)."""
         cur = self.db.execute(f"SELECT {', '.join(FILE_COLUMNS)} FROM files "
                               "WHERE root = ? AND source = ?", key)
         r = cur.fetchone()
-        return None if r is None else dict(zip(FILE_COLUMNS, r, strict=True))
+        return None if r is None else _file_row(r)
 
     @_sql
-    def commit_file(self, row: dict) -> None:
+    def commit_file(self, row: FileRow) -> None:
         """Insert or replace one file's row (its part is already in place)."""
-        values = [row.get(c) for c in FILE_COLUMNS]
+        values = [getattr(row, c) for c in FILE_COLUMNS]  # astuple would deep-copy
         marks = ", ".join("?" * len(FILE_COLUMNS))
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
@@ -191,12 +200,31 @@ class Ledger:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('dirty', '1')")  # mark_dirty
 
     @_sql
-    def set_parts(self, parts: dict[tuple[str, str], str]) -> None:
-        """Point many files' rows at new parts in one transaction (compaction)."""
+    def set_parts(self, parts: dict[tuple[str, str], str], journal: str | None = None) -> None:
+        """Point many files' rows at new parts in one transaction (compaction), with the
+        `compacting` journal that says which files to move and remove to finish it."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("UPDATE files SET part = ? WHERE root = ? AND source = ?",
                                 [(part, *key) for key, part in parts.items()])
+            if journal is not None:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('compacting', ?)", (journal,))
+
+    @_sql
+    def claim(self, folder: str, name: str) -> None:
+        """Record that batchemo is about to write `name` in `folder` (before it does)."""
+        self.db.execute("INSERT OR IGNORE INTO owned VALUES (?, ?)", (folder, name))
+
+    @_sql
+    def release(self, folder: str, name: str) -> None:
+        """Forget a claimed name (its file is deleted)."""
+        self.db.execute("DELETE FROM owned WHERE folder = ? AND name = ?", (folder, name))
+
+    @_sql
+    def claimed(self, folder: str) -> set[str]:
+        """The names batchemo claimed in `folder`: the files it may delete there."""
+        return {r[0] for r in self.db.execute("SELECT name FROM owned WHERE folder = ?",
+                                              (folder,))}
 
     @_sql
     def mark_absent(self, key: tuple[str, str]) -> None:
@@ -217,5 +245,16 @@ class Ledger:
         cur = self.db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY started")
         return [dict(zip(RUN_COLUMNS, r, strict=True)) for r in cur]
 
+    @_sql
+    def run_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT run_id FROM runs")}
+
     def close(self) -> None:
         self.db.close()
+
+
+def _file_row(values: tuple) -> FileRow:
+    row = FileRow(*values)
+    if row.present is None or isinstance(row.present, bool):
+        return row
+    return dataclasses.replace(row, present=bool(row.present))  # SQLite stores booleans as 0/1

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from batchemo.output.atomic import leftover_temps
 from batchemo.output.ledger import Ledger
 from batchemo.output.tables import (
     FRAMES_SCHEMA,
@@ -35,7 +39,7 @@ from batchemo.output.tables import (
     write_batches,
     write_table,
 )
-from batchemo.records import STATUS_ERROR
+from batchemo.records import STATUS_ERROR, FileRow
 
 log = logging.getLogger("batchemo")
 STAGED = ("faces", "frames")
@@ -52,7 +56,10 @@ def _key_mask(table: pa.Table, keys: set[tuple[str, str]]) -> pa.ChunkedArray:
 
 
 class Store:
-    """Staged parts of one output, keyed by the ledger's `part` column."""
+    """Staged parts of one output, keyed by the ledger's `part` column.
+
+    It deletes only files the ledger recorded it writing (Ledger.claim): never a user's file
+    in an output folder."""
 
     COMPACT_AT = 256  # small parts (per output) past which a rebuild compacts them first
 
@@ -62,27 +69,32 @@ class Store:
         self.base = paths.out if paths.is_dataset else paths.state / "parts"
         self._n = 0
         self._cache: tuple[Path, pa.Table] | None = None  # the last compacted part read
+        self._bad: set[str] = set()  # parts found corrupt while streaming (their files sent back)
 
     def part_path(self, kind: str, part: str) -> Path:
         return self.base / kind / f"{part}.parquet"
 
+    def _staged_path(self, kind: str, part: str) -> Path:
+        # A leading dot: Parquet readers of the directory form skip it until it is moved in.
+        return self.base / kind / f".{part}.parquet.compacting"
+
     def recover(self) -> tuple[str, ...] | None:
-        """Delete parts no ledger row points at (a kill between part and commit); returns the
-        class set if a killed run left the outputs behind its committed files (rebuild them)."""
-        live = {r["part"] for r in self.ledger.files().values() if r["part"]}
-        for kind in STAGED:
-            d = self.base / kind
-            for f in d.glob("*.parquet") if d.is_dir() else []:
-                if f.stem not in live:
-                    f.unlink(missing_ok=True)
-            for f in d.glob(".*.tmp") if d.is_dir() else []:
-                f.unlink(missing_ok=True)
+        """Finish a killed compaction; delete the parts of ours no ledger row points at (a kill
+        between part and commit) and our temp files; returns the class set if a killed run left
+        the outputs behind its committed files (rebuild them)."""
+        self._finish_compaction()
+        live = {r.part for r in self.ledger.files().values() if r.part}
+        owned = self.ledger.claimed("parts")
+        for part in owned - live:
+            self._remove_part(part)
+        ours = {f"{p}.parquet" for p in owned} | {f".{p}.parquet.compacting" for p in owned}
+        temps = [f for kind in STAGED for f in leftover_temps(self.base / kind, ours)]
         for name in TABLES:  # temp files of a writer killed mid-write (we hold the lock)
             target = self.paths.table(name)
-            folder, pattern = (target, ".*.tmp") if self.paths.is_dataset else \
-                (target.parent, f".{target.name}.*.tmp")
-            for f in folder.glob(pattern) if folder.is_dir() else []:
-                f.unlink(missing_ok=True)
+            temps += leftover_temps(target, self._small_names(name)) if self.paths.is_dataset \
+                else leftover_temps(target.parent, [target.name])
+        for f in temps:
+            f.unlink(missing_ok=True)
         self.purge_stale()
         classes = self.ledger.get_meta("classes")
         if not classes:
@@ -100,20 +112,20 @@ class Store:
         want = {"faces": faces_schema(classes).names, "frames": FRAMES_SCHEMA.names}
         bad, seen = 0, {}  # a compacted part's footer is read once, not once per file
         for r in self.ledger.files().values():
-            why = r["part"] and self._part_problem(r, want, seen)
+            why = r.part and self._part_problem(r, want, seen)
             if why:
                 self.send_back(r, why)
                 bad += 1
         return bad
 
-    def _part_problem(self, r: dict, want: dict, seen: dict) -> str | None:
-        kinds = (["faces"] if r["faces"] else []) + \
-            (["frames"] if r["media_type"] == "video" and r["frames_sampled"] else [])
+    def _part_problem(self, r: FileRow, want: dict, seen: dict) -> str | None:
+        kinds = (["faces"] if r.faces else []) + \
+            (["frames"] if r.media_type == "video" and r.frames_sampled else [])
         for kind in kinds:  # a file without rows of a kind has no part of it
-            if (kind, r["part"]) not in seen:
-                seen[kind, r["part"]] = self._file_problem(kind, r["part"], want[kind])
-            if seen[kind, r["part"]]:
-                return seen[kind, r["part"]]
+            if (kind, r.part) not in seen:
+                seen[kind, r.part] = self._file_problem(kind, r.part, want[kind])
+            if seen[kind, r.part]:
+                return seen[kind, r.part]
         return None
 
     def _file_problem(self, kind: str, part: str, names: list[str]) -> str | None:
@@ -128,14 +140,15 @@ class Store:
             return f"its staged {kind} rows were made with another model's classes"
         return None
 
-    def send_back(self, r: dict, why: str) -> None:
+    def send_back(self, r: FileRow, why: str) -> None:
         """Drop a file's staged rows; a present file is processed again by the next plan."""
-        self.drop_part(r["part"])
-        then = "it is processed again" if r["present"] else "the file is gone, its rows dropped"
-        log.warning("%s: %s; %s", r["source"], why, then)
+        if r.part:
+            self.drop_part(r.part)
+        then = "it is processed again" if r.present else "the file is gone, its rows dropped"
+        log.warning("%s: %s; %s", r.source, why, then)
         # settings_id None: the plan sees changed settings and processes the file again
-        self.ledger.commit_file({**r, "part": None, "settings_id": None, "status": STATUS_ERROR,
-                                 "error": f"{why}; {then}", "faces": 0, "frames_sampled": 0})
+        self.ledger.commit_file(replace(r, part=None, settings_id=None, status=STATUS_ERROR,
+                                        error=f"{why}; {then}", faces=0, frames_sampled=0))
 
     def write_part(self, run_id: str, faces: pa.Table, frames: pa.Table | None) -> str | None:
         """Stage a file's rows (frames: videos only); returns the part's name for its ledger row,
@@ -144,20 +157,21 @@ class Store:
             return None
         self._n += 1
         part = f"part-{run_id}-{self._n:06d}"
+        self.ledger.claim("parts", part)  # before the file exists: a kill leaves a known orphan
         if faces.num_rows:
             write_table(faces, self.part_path("faces", part))
         if frames is not None and frames.num_rows:
             write_table(frames, self.part_path("frames", part))
         return part
 
-    def forget(self, key: tuple[str, str], prev: dict, prune: bool) -> None:
+    def forget(self, prev: FileRow, prune: bool) -> None:
         """A file gone from its root: keep its rows (marked absent), or with `prune` drop them."""
         if prune:
-            self.ledger.delete(key)
-            if prev.get("part"):
-                self.drop_part(prev["part"])
+            self.ledger.delete(prev.key)
+            if prev.part:
+                self.drop_part(prev.part)
         else:
-            self.ledger.mark_absent(key)
+            self.ledger.mark_absent(prev.key)
         self.ledger.mark_dirty()
 
     def drop_part(self, part: str) -> None:
@@ -166,14 +180,20 @@ class Store:
             stale = set(json.loads(self.ledger.get_meta("stale_parts") or "[]")) | {part}
             self.ledger.set_meta("stale_parts", json.dumps(sorted(stale)))
             return
+        self._remove_part(part)
+
+    def _remove_part(self, part: str) -> None:
+        """Delete a part of ours (both kinds, and a compaction's staged copy), then its claim."""
         for kind in STAGED:
             self.part_path(kind, part).unlink(missing_ok=True)
+            self._staged_path(kind, part).unlink(missing_ok=True)
+        self.ledger.release("parts", part)
 
     def _members(self) -> dict[str, set[tuple[str, str]]]:
         members: dict[str, set[tuple[str, str]]] = {}
         for key, r in self.ledger.files().items():
-            if r["part"]:
-                members.setdefault(r["part"], set()).add(key)
+            if r.part:
+                members.setdefault(r.part, set()).add(key)
         return members
 
     def purge_stale(self) -> None:
@@ -195,19 +215,23 @@ class Store:
                     f.unlink(missing_ok=True)
                 elif kept.num_rows < table.num_rows:
                     write_table(kept, f)
+            if not keys:
+                self._remove_part(part)
         self.ledger.set_meta("stale_parts", None)
 
     def compact(self, tag: str, force: bool = False) -> int:
         """Merge small parts (fewer than ROW_GROUP_ROWS // 2 rows) into compacted parts of about
         ROW_GROUP_ROWS rows, if there are COMPACT_AT of them (any two with `force`); returns
         how many parts were merged. New parts are written, then the ledger points at them in one
-        transaction, then the old ones go: a kill leaves orphans that `recover` deletes."""
+        transaction with a journal, then they replace the old ones: a kill before the commit
+        leaves hidden orphans that `recover` deletes, one after it a journal that `recover`
+        finishes. Readers of the directory form never see a file's rows twice."""
         self.purge_stale()
         size: dict[str, int] = {}
         for r in self._rows():
-            if r["part"]:
-                n = max(r["faces"] or 0, r["frames_sampled"] or 0)
-                size[r["part"]] = size.get(r["part"], 0) + n
+            if r.part:
+                n = max(r.faces or 0, r.frames_sampled or 0)
+                size[r.part] = size.get(r.part, 0) + n
         small = [p for p, n in size.items() if n < ROW_GROUP_ROWS // 2]
         if len(small) < (2 if force else self.COMPACT_AT):
             return 0
@@ -229,27 +253,45 @@ class Store:
                 n += 1
             new = f"part-{tag}-c{n:04d}"
             keys = set().union(*(members[p] for p in group))
-            for kind in STAGED:
+            self.ledger.claim("parts", new)
+            for kind in STAGED:  # written hidden: until the ledger commits, the old parts hold
                 tables = [pq.read_table(f).replace_schema_metadata(None) for p in group
                           if (f := self.part_path(kind, p)).is_file()]
                 if tables:
                     table = pa.concat_tables(tables)
-                    write_table(table.filter(_key_mask(table, keys)), self.part_path(kind, new))
-            self.ledger.set_parts(dict.fromkeys(keys, new))
-            for p in group:
-                for kind in STAGED:
-                    self.part_path(kind, p).unlink(missing_ok=True)
+                    write_table(table.filter(_key_mask(table, keys)), self._staged_path(kind, new))
+            self.ledger.set_parts(dict.fromkeys(keys, new),
+                                  journal=json.dumps({"new": new, "old": group}))
+            self._finish_compaction()
             merged += len(group)
         self._cache = None
         if merged:
             log.info("compacted %d staged parts into %d", merged, len(groups))
         return merged
 
-    def _stream(self, kind: str, schema: pa.Schema, rows: list[dict]):
+    def _finish_compaction(self) -> None:
+        """Move a committed compacted part in and its old parts out (the `compacting` journal:
+        the ledger already points at the new part). Old rows go before the new ones arrive, so
+        a reader never sees a file's rows twice; a kill between is finished by `recover`."""
+        journal = self.ledger.get_meta("compacting")
+        if not journal:
+            return
+        j = json.loads(journal)
+        for kind in STAGED:
+            staged = self._staged_path(kind, j["new"])
+            if staged.is_file():
+                for p in j["old"]:
+                    self.part_path(kind, p).unlink(missing_ok=True)
+                os.replace(staged, self.part_path(kind, j["new"]))
+        for p in j["old"]:
+            self._remove_part(p)
+        self.ledger.set_meta("compacting", None)
+
+    def _stream(self, kind: str, schema: pa.Schema, rows: list[FileRow]):
         members: dict[str, set[tuple[str, str]]] = {}  # parts in the rows' order, read once each
         for r in rows:
-            if r["part"]:
-                members.setdefault(r["part"], set()).add((r["root"], r["source"]))
+            if r.part and r.part not in self._bad:
+                members.setdefault(r.part, set()).add(r.key)
         for part, keys in members.items():
             f = self.part_path(kind, part)
             if not f.is_file():
@@ -259,15 +301,15 @@ class Store:
                 if is_shared(part):
                     table = table.filter(_key_mask(table, keys))
             except (OSError, ValueError, pa.ArrowException) as e:
+                self._bad.add(part)  # later streams of the same rows skip it
                 for r in rows:
-                    if r["part"] == part:
-                        self.send_back(self.ledger.get((r["root"], r["source"])) or r,
+                    if r.part == part:
+                        self.send_back(self.ledger.get(r.key) or r,
                                        f"its staged {kind} rows are unreadable ({e})")
-                        r["part"] = None
                 continue
             yield from table.to_batches()
 
-    def rebuild(self, classes: tuple[str, ...], tag: str) -> tuple[list[dict], pa.Table]:
+    def rebuild(self, classes: tuple[str, ...], tag: str) -> tuple[list[FileRow], pa.Table]:
         """Rewrite faces/frames (single-file form), files and runs atomically; returns the
         ledger rows and the files table, from which the derived tables are made."""
         self.purge_stale()
@@ -288,32 +330,35 @@ class Store:
         return rows, files
 
     def complete(self) -> bool:
-        """Whether every output table exists (a user may have deleted one)."""
-        return all(self.paths.table(name).exists() for name in TABLES)
+        """Whether every output table exists (a user may have deleted one). The directory form's
+        faces/ and frames/ are the staged parts themselves (check_parts checks them); an output
+        without videos (or faces) has no such folder, and that is complete."""
+        staged = STAGED if self.paths.is_dataset else ()
+        return all(self.paths.table(name).exists() for name in TABLES if name not in staged)
 
     def write_runs(self, run_id: str) -> None:
         """Rewrite only the runs table (a run that changed nothing else)."""
         runs = runs_table(self.ledger.runs())
         self.write_small("runs", runs, run_id)
 
-    def _rows(self) -> list[dict]:
-        return sorted(self.ledger.files().values(), key=lambda r: (r["root"], r["source"]))
+    def _rows(self) -> list[FileRow]:
+        return sorted(self.ledger.files().values(), key=lambda r: r.key)
 
-    def read_part(self, kind: str, row: dict) -> pd.DataFrame | None:
-        f = self.part_path(kind, row["part"]) if row["part"] else None
+    def read_part(self, kind: str, row: FileRow) -> pd.DataFrame | None:
+        f = self.part_path(kind, row.part) if row.part and row.part not in self._bad else None
         try:
             if not (f and f.is_file()):
                 return None
-            if not is_shared(row["part"]):
+            if not is_shared(row.part):
                 return pq.read_table(f).to_pandas()
             if self._cache is None or self._cache[0] != f:  # rows come in part order
                 self._cache = (f, pq.read_table(f))
             table = self._cache[1]
-            return table.filter(_key_mask(table, {(row["root"], row["source"])})).to_pandas()
+            return table.filter(_key_mask(table, {row.key})).to_pandas()
         except (OSError, ValueError, pa.ArrowException):
             return None  # a corrupt part: _stream reports it and sends its file back
 
-    def concat(self, kind: str, rows: list[dict], schema: pa.Schema) -> pd.DataFrame:
+    def concat(self, kind: str, rows: list[FileRow], schema: pa.Schema) -> pd.DataFrame:
         return pa.Table.from_batches(list(self._stream(kind, schema, rows)), schema=schema)\
             .to_pandas()
 
@@ -329,10 +374,23 @@ class Store:
         if not p.is_dataset:
             write_table(table, p.table(name), p.fmt)
             return
-        d = p.table(name)
-        new = d / f"part-{tag}.parquet"
-        write_table(table, new)
-        for old in d.glob("part-*.parquet"):
-            if old != new:
-                old.unlink(missing_ok=True)
+        d, new = p.table(name), f"part-{tag}.parquet"
+        old = self._small_names(name) - {new}
+        self.ledger.claim(name, new)  # before the file exists: a kill leaves a known extra
+        write_table(table, d / new)
+        for f in old:  # only what batchemo wrote: a user's file beside them stays
+            (d / f).unlink(missing_ok=True)
+            self.ledger.release(name, f)
+
+    def _small_names(self, name: str) -> set[str]:
+        """The files batchemo wrote in a small table's folder (directory form): its claims, or
+        for an output of a version that did not claim them, `part-<run id>.parquet` of its
+        recorded runs and recoveries."""
+        names = self.ledger.claimed(name)
+        if names:
+            return names
+        d = self.paths.table(name)
+        runs = self.ledger.run_ids()
+        return {f.name for f in d.glob("part-*.parquet") if d.is_dir()
+                and (f.stem[5:] in runs or re.fullmatch(r"part-recovered-\d+", f.stem))}
 

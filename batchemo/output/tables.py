@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from batchemo.errors import OutputError
 from batchemo.output.atomic import atomic_write
-from batchemo.records import Face, MediaItem, SampledFrame
+from batchemo.records import Face, FileRow, MediaItem, SampledFrame
 
 SCHEMA_VERSION = "1"
 # Rows per Parquet row group in a rebuilt table: a footer entry per file (the old layout) made
@@ -123,9 +123,9 @@ def frames_table(item: MediaItem, frames: list[SampledFrame]) -> pa.Table:
         "n_faces": np.array([f.n_faces for f in frames], np.int32)}, schema=FRAMES_SCHEMA)
 
 
-def files_table(rows: list[dict]) -> pa.Table:
+def files_table(rows: list[FileRow]) -> pa.Table:
     """The files table from ledger rows (whose mtime is float Unix seconds)."""
-    cols = {c: [r[c] for r in rows] for c in FILES_SCHEMA.names}
+    cols = {c: [getattr(r, c) for r in rows] for c in FILES_SCHEMA.names}
     mtime = unix_to_utc(pa.array(cols.pop("mtime"), pa.float64()))
     t = pa.table(cols, schema=FILES_SCHEMA.remove(FILES_SCHEMA.get_field_index("mtime")))
     return t.add_column(FILES_SCHEMA.get_field_index("mtime"), FILES_SCHEMA.field("mtime"), mtime)
@@ -186,6 +186,24 @@ class OutputPaths:
             return False
         os.replace(legacy, self.state)
         return True
+
+
+def foreign_file(paths: OutputPaths) -> Path | None:
+    """A file in the way of an output that has no ledger yet (not one batchemo wrote): the first
+    file in one of a directory output's table folders (faces/, frames/, …: Parquet readers of
+    the dataset would read it as rows, and batchemo would replace it), or an existing table of
+    the single-file form. The run is refused instead. Other files in an --out folder (an input
+    root given as --out too) are left alone: batchemo never scans, reads or deletes them."""
+    if (paths.state / "ledger.sqlite").exists():
+        return None
+    if not paths.is_dataset:
+        return next((t for name in TABLES if (t := paths.table(name)).exists()), None)
+    for folder in [paths.table(name) for name in TABLES] + [paths.state]:
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            if files:
+                return Path(root) / sorted(files)[0]
+    return None
 
 
 def with_metadata(schema: pa.Schema) -> pa.Schema:
