@@ -2,6 +2,12 @@
 
 The pipeline calls `write_derived` after the per-file commits (and after a killed run's
 recovery); the Store only reads the staged parts and writes the tables.
+
+Derived tables are extras on top of the stored rows (faces, frames, files, runs), so no
+failure to derive them may fail a run, nor block the next ones: a video whose timeline or
+segments cannot be made is logged (WARNING) and left out of both; a summary that cannot be
+made is written empty, with a warning. `batchemo timeline` / `summary` recompute them from
+the stored rows at any time.
 """
 
 from __future__ import annotations
@@ -12,6 +18,15 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from batchemo.analysis.columns import as_frame, class_names
+from batchemo.analysis.timeline import (
+    TimelineParams,
+    frame_times,
+    timeline,
+    timeline_block,
+    timeline_schema,
+    video_face_rows,
+)
 from batchemo.errors import OutputError
 from batchemo.output.store import Store
 from batchemo.output.tables import FRAMES_SCHEMA, SEGMENTS_SCHEMA, faces_schema, summary_schema
@@ -20,12 +35,57 @@ log = logging.getLogger("batchemo")
 BLOCK_ROWS = 50_000  # face and frame rows per timeline() call (memory stays bounded)
 
 
+def timelines_and_segments(
+    faces: pd.DataFrame | pa.Table,
+    frames: pd.DataFrame | pa.Table | None = None,
+    *,
+    bin_sec: float = 1.0,
+    smoothing: str = "ema",
+    window_sec: float = 3.0,
+    min_segment_sec: float = 1.0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`timeline` and `segments` of every video in `faces`/`frames`; a video whose rows cannot
+    be made (any exception) is logged as a WARNING and left out of both, the others kept.
+    Bad arguments still raise ValueError."""
+    from batchemo.analysis.segments import segments
+
+    params = TimelineParams(bin_sec, smoothing, window_sec)
+    faces, frames = as_frame(faces), as_frame(frames)
+    try:  # all videos at once: one call, the fast path
+        tl = timeline(faces, frames, bin_sec, smoothing, window_sec)
+        return tl, segments(tl, min_segment_sec)
+    except Exception:  # noqa: BLE001 - find the video(s) at fault, one by one
+        pass
+    classes = class_names(faces)
+    video = video_face_rows(faces)
+    times = frame_times(frames) if frames is not None else {}
+    rows_of = dict(iter(video.groupby(["root", "source"], sort=False)))
+    keys = sorted(set(rows_of) | set(times))
+    tls, segs = [], []
+    for key in keys:
+        try:
+            own = rows_of.get(key, video.iloc[:0])
+            tl = timeline_block(own, {key: times[key]} if key in times else {}, [key], classes,
+                                params)
+            seg = segments(tl, min_segment_sec)
+        except Exception as e:  # noqa: BLE001 - any bug or limit: this video only
+            log.warning("%s: left out of the timeline and segments: %s: %s", key[1],
+                        type(e).__name__, e,
+                        extra={"fields": {"event": "derive_failed", "root": key[0],
+                                          "source": key[1], "error": str(e)}})
+            continue
+        tls.append(tl)
+        segs.append(seg)
+    empty = timeline_block(video.iloc[:0], {}, [], classes, params)
+    tl = pd.concat([empty, *tls], ignore_index=True) if tls else empty
+    return tl, (pd.concat(segs, ignore_index=True) if segs else segments(empty, min_segment_sec))
+
+
 def write_derived(store: Store, classes: tuple[str, ...], rows: list[dict], files: pa.Table,
                   tag: str, cfg) -> None:
     """timeline and segments per video (streamed file by file), summary, optional plots."""
-    from batchemo.analysis.segments import SEGMENT_COLUMNS, segments
+    from batchemo.analysis.segments import SEGMENT_COLUMNS
     from batchemo.analysis.summarize import summarize
-    from batchemo.analysis.timeline import timeline, timeline_schema
 
     bin_sec = cfg.timeline_bin if cfg else 1.0
     tl_schema = timeline_schema(list(classes))
@@ -33,10 +93,11 @@ def write_derived(store: Store, classes: tuple[str, ...], rows: list[dict], file
 
     def block(faces: list[pd.DataFrame], frames: list[pd.DataFrame]):
         faces = [f for f in faces if len(f)]
-        tl = timeline(pd.concat(faces, ignore_index=True) if faces else
-                      faces_schema(classes).empty_table().to_pandas(),
-                      pd.concat(frames, ignore_index=True), bin_sec=bin_sec)
-        seg_frames.append(segments(tl))
+        tl, seg = timelines_and_segments(
+            pd.concat(faces, ignore_index=True) if faces else
+            faces_schema(classes).empty_table().to_pandas(),
+            pd.concat(frames, ignore_index=True), bin_sec=bin_sec)
+        seg_frames.append(seg)
         return pa.Table.from_pandas(tl, schema=tl_schema, preserve_index=False).to_batches()
 
     def timelines():
@@ -67,9 +128,14 @@ def write_derived(store: Store, classes: tuple[str, ...], rows: list[dict], file
     # Summary rolls up folders and the run, so it reads every part (only rows kept as state).
     faces_all = store.concat("faces", rows, faces_schema(classes))
     frames_all = store.concat("frames", rows, FRAMES_SCHEMA)
-    summary = summarize(faces_all, files.to_pandas(), frames_all)
-    store.write_small("summary", pa.Table.from_pandas(
-        summary, schema=summary_schema(classes), preserve_index=False), tag)
+    try:
+        summary = pa.Table.from_pandas(summarize(faces_all, files.to_pandas(), frames_all),
+                                       schema=summary_schema(classes), preserve_index=False)
+    except Exception as e:  # noqa: BLE001 - an extra table: the run's rows are kept
+        log.warning("summary table written empty: %s: %s (`batchemo summary` recomputes it)",
+                    type(e).__name__, e)
+        summary = summary_schema(classes).empty_table()
+    store.write_small("summary", summary, tag)
     if cfg is not None and cfg.plots:
         from batchemo.analysis.plots import write_plots
 

@@ -20,9 +20,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from batchemo.analysis.columns import as_frame, class_names
-from batchemo.analysis.segments import segments
+from batchemo.analysis.derive import timelines_and_segments
 from batchemo.analysis.summarize import summarize
-from batchemo.analysis.timeline import timeline
 
 # One colour per class, the same in every plot and report.
 CLASS_COLOURS = {
@@ -86,9 +85,16 @@ def _save(fig: Figure, out: _Out) -> _Out:
 
 
 def _steps(tl: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
-    """x at both edges of each bin, y held flat across it, so a lone bin still has width."""
-    x = np.column_stack([tl["bin_start"], tl["bin_end"]]).ravel()
-    return x, np.repeat(tl[col].to_numpy(np.float64, na_value=np.nan), 2)
+    """x at both edges of each row's span, y held flat across it, so a lone bin still has
+    width; a third point per row, NaN where the next row does not start where this one ends
+    (the untracked faces' bins around a track's), so the area breaks there instead of
+    bridging the hole."""
+    start = tl["bin_start"].to_numpy(np.float64)
+    end = tl["bin_end"].to_numpy(np.float64)
+    y = tl[col].to_numpy(np.float64, na_value=np.nan)
+    hole = np.r_[start[1:] > end[:-1] + 1e-9, False]
+    x = np.column_stack([start, end, end]).ravel()
+    return x, np.column_stack([y, y, np.where(hole, np.nan, y)]).ravel()
 
 
 def video_timeline_figure(tl: pd.DataFrame, segs: pd.DataFrame | None, title: str | None = None,
@@ -97,6 +103,7 @@ def video_timeline_figure(tl: pd.DataFrame, segs: pd.DataFrame | None, title: st
     classes = class_names(tl, "smooth_")
     key = tl["track_id"].astype("Float64").fillna(-1).astype(np.int64)
     faces_per = tl.groupby(key)["n_faces"].sum()
+    # Bands: the tracks (and the untracked faces, key -1) with the most faces.
     tracks = faces_per[faces_per > 0].sort_values(ascending=False, kind="stable")
     shown = sorted(tracks.index[:max_tracks],
                    key=lambda k: tl.loc[(key == k) & (tl["n_faces"] > 0), "bin_start"].min())
@@ -113,7 +120,7 @@ def video_timeline_figure(tl: pd.DataFrame, segs: pd.DataFrame | None, title: st
         # Median smoothing need not sum to 1: draw shares so the stack fills the band.
         norm = probs / np.where(total > 0, total, np.nan)
         part = part.assign(**{f"_n_{c}": norm[:, j] for j, c in enumerate(classes)})
-        base = np.zeros(2 * len(part))
+        base = np.zeros(3 * len(part))
         for c in classes:
             x, y = _steps(part, f"_n_{c}")
             ax.fill_between(x, base, base + y, color=class_colour(c), linewidth=0)
@@ -132,12 +139,24 @@ def video_timeline_figure(tl: pd.DataFrame, segs: pd.DataFrame | None, title: st
         ax.xaxis.set_major_formatter(FuncFormatter(tick_clock))
     axes[-1].set_xlabel("time (band: dominant-emotion segments)")
     heading = literal(title or (tl["source"].iat[0] if len(tl) else "video"))
-    if len(tracks) > max_tracks:
-        heading += f"  (showing {max_tracks} of {len(tracks)} tracks, most faces)"
+    heading += _shown_note(tracks.index, shown)
     fig.suptitle(heading)
     fig.legend(handles=[Patch(color=class_colour(c), label=literal(c)) for c in classes],
                loc="outside lower center", ncol=max(len(classes), 1), frameon=False)
     return fig
+
+
+def _shown_note(bands: pd.Index, shown: list[int]) -> str:
+    """What the title says when bands are left out: tracks counted apart from the untracked
+    faces (key -1), which are no track."""
+    if len(shown) == len(bands):
+        return ""
+    n_tracks = int((bands >= 0).sum())
+    n_shown = sum(k >= 0 for k in shown)
+    note = f"  (showing {n_shown} of {n_tracks} tracks, most faces"
+    if -1 in bands:
+        note += ", and the untracked faces" if -1 in shown else "; untracked faces not shown"
+    return note + ")"
 
 
 def plot_video_timeline(tl: pd.DataFrame, segs: pd.DataFrame | None, out_png: _Out,
@@ -192,8 +211,8 @@ def write_plots(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [plot_run_shares(summarize(faces, files, frames), out_dir / "run_shares.png")]
-    tl = timeline(faces, frames, bin_sec=bin_sec, smoothing=smoothing, window_sec=window_sec)
-    segs = segments(tl, min_segment_sec)
+    tl, segs = timelines_and_segments(faces, frames, bin_sec=bin_sec, smoothing=smoothing,
+                                      window_sec=window_sec, min_segment_sec=min_segment_sec)
     seg_groups = dict(iter(segs.groupby(["root", "source"])))
     for (root, source), part in tl.groupby(["root", "source"], sort=True):
         path = out_dir / video_plot_name(root, source)
