@@ -45,6 +45,21 @@ def test_hostile_files_carry_the_timestamps_asked_for(tmp_path):
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) > 1e10  # the container's length counts from 0
 
 
+@pytest.mark.parametrize("jump", [1e12, 1e6])
+def test_read_frames_finds_frames_after_a_jump_by_the_runs_numbering(tmp_path, jump):
+    # Issue 28 item 1: report and annotate seek by time to a frame far ahead; after a jump the
+    # seek lands nowhere near, and the frames after it were "not decodable".
+    from batchemo.analysis.annotate import read_frames
+
+    video = jump_mkv(tmp_path, jump)
+    times = grab_times(video)
+    want = [10, 49, 50, 60, 71]
+    straight = dict(read_frames(video, "video", want))
+    by_time = dict(read_frames(video, "video", want, {i: times[i] for i in want}))
+    assert sorted(straight) == sorted(by_time) == want
+    assert all(np.array_equal(straight[i], by_time[i]) for i in want)
+
+
 def jump_file(kind, folder, jump):
     if kind == "ffmpeg":
         path = ffmpeg_jump_mkv(folder, jump)
