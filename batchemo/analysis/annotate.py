@@ -327,8 +327,8 @@ def annotate(cfg) -> AnnotateResult:
     `pick_frames`), and with `video` DIR/<name>.webm. Per photo: DIR/<name>.jpg. A source that
     is gone or changed since the run is listed in `failed` and skipped.
     """
-    from batchemo.analysis.derive import timelines_and_segments
     from batchemo.analysis.summarize import sampling_intervals
+    from batchemo.analysis.timeline import timelines_and_segments
     from batchemo.options import validate
     from batchemo.output.read import load
 

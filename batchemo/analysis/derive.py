@@ -18,67 +18,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from batchemo.analysis.columns import as_frame, class_names
-from batchemo.analysis.timeline import (
-    TimelineParams,
-    frame_times,
-    timeline,
-    timeline_block,
-    timeline_schema,
-    video_face_rows,
-)
+from batchemo.analysis.timeline import timeline_schema, timelines_and_segments
 from batchemo.errors import OutputError
 from batchemo.output.store import Store
 from batchemo.output.tables import FRAMES_SCHEMA, SEGMENTS_SCHEMA, faces_schema, summary_schema
 
 log = logging.getLogger("batchemo")
 BLOCK_ROWS = 50_000  # face and frame rows per timeline() call (memory stays bounded)
-
-
-def timelines_and_segments(
-    faces: pd.DataFrame | pa.Table,
-    frames: pd.DataFrame | pa.Table | None = None,
-    *,
-    bin_sec: float = 1.0,
-    smoothing: str = "ema",
-    window_sec: float = 3.0,
-    min_segment_sec: float = 1.0,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`timeline` and `segments` of every video in `faces`/`frames`; a video whose rows cannot
-    be made (any exception) is logged as a WARNING and left out of both, the others kept.
-    Bad arguments still raise ValueError."""
-    from batchemo.analysis.segments import segments
-
-    params = TimelineParams(bin_sec, smoothing, window_sec)
-    faces, frames = as_frame(faces), as_frame(frames)
-    try:  # all videos at once: one call, the fast path
-        tl = timeline(faces, frames, bin_sec, smoothing, window_sec)
-        return tl, segments(tl, min_segment_sec)
-    except Exception:  # noqa: BLE001 - find the video(s) at fault, one by one
-        pass
-    classes = class_names(faces)
-    video = video_face_rows(faces)
-    times = frame_times(frames) if frames is not None else {}
-    rows_of = dict(iter(video.groupby(["root", "source"], sort=False)))
-    keys = sorted(set(rows_of) | set(times))
-    tls, segs = [], []
-    for key in keys:
-        try:
-            own = rows_of.get(key, video.iloc[:0])
-            tl = timeline_block(own, {key: times[key]} if key in times else {}, [key], classes,
-                                params)
-            seg = segments(tl, min_segment_sec)
-        except Exception as e:  # noqa: BLE001 - any bug or limit: this video only
-            log.warning("%s: left out of the timeline and segments: %s: %s", key[1],
-                        type(e).__name__, e,
-                        extra={"fields": {"event": "derive_failed", "root": key[0],
-                                          "source": key[1], "error": str(e)}})
-            continue
-        tls.append(tl)
-        segs.append(seg)
-    empty = timeline_block(video.iloc[:0], {}, [], classes, params)
-    tl = pd.concat([empty, *tls], ignore_index=True) if tls else empty
-    return tl, (pd.concat(segs, ignore_index=True) if segs else segments(empty, min_segment_sec))
 
 
 def write_derived(store: Store, classes: tuple[str, ...], rows: list[dict], files: pa.Table,
@@ -88,6 +34,7 @@ def write_derived(store: Store, classes: tuple[str, ...], rows: list[dict], file
     from batchemo.analysis.summarize import summarize
 
     bin_sec = cfg.timeline_bin if cfg else 1.0
+    switch_cost = cfg.segment_switch_cost if cfg else None
     tl_schema = timeline_schema(list(classes))
     seg_frames: list[pd.DataFrame] = []
 
@@ -96,7 +43,7 @@ def write_derived(store: Store, classes: tuple[str, ...], rows: list[dict], file
         tl, seg = timelines_and_segments(
             pd.concat(faces, ignore_index=True) if faces else
             faces_schema(classes).empty_table().to_pandas(),
-            pd.concat(frames, ignore_index=True), bin_sec=bin_sec)
+            pd.concat(frames, ignore_index=True), bin_sec=bin_sec, switch_cost=switch_cost)
         seg_frames.append(seg)
         return pa.Table.from_pandas(tl, schema=tl_schema, preserve_index=False).to_batches()
 

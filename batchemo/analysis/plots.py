@@ -20,8 +20,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from batchemo.analysis.columns import as_frame, class_names
-from batchemo.analysis.derive import timelines_and_segments
 from batchemo.analysis.summarize import summarize
+from batchemo.analysis.timeline import timelines_and_segments
 
 # One colour per class, the same in every plot and report.
 CLASS_COLOURS = {

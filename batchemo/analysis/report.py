@@ -22,11 +22,11 @@ import pyarrow as pa
 
 from batchemo.analysis import annotate as ann
 from batchemo.analysis.columns import as_frame, class_names
-from batchemo.analysis.derive import timelines_and_segments
 from batchemo.analysis.plots import class_colour, fine_clock, run_shares_figure, video_timeline_figure
 from batchemo.analysis.report_facts import run_facts
 from batchemo.analysis.summarize import format_seconds, summarize
 from batchemo.analysis.suspect import suspect_reasons
+from batchemo.analysis.timeline import timelines_and_segments
 from batchemo.output.atomic import atomic_write
 
 _CSS = """

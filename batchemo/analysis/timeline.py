@@ -7,6 +7,9 @@ row: n_faces 0, bin_end − bin_start a whole number of bins). So a video's rows
 3 × its (track, bin) pairs that hold faces, plus 1 — and time stays covered: every instant
 from 0 to the video's last sampled frame lies in a row of a track or of the null track.
 
+`timelines_and_segments` is what the run's derived tables, plots, report and annotate use:
+a video whose rows cannot be made (a bug, a limit) is logged and left out, the others kept.
+
 One code path (`timeline_block`) handles any set of complete videos with array operations,
 so `timeline` (in memory) and `timeline_stream.iter_timeline_parquet` (streaming, a block of
 whole videos at a time) give identical rows, in time linear in the face and frame rows.
@@ -14,6 +17,7 @@ whole videos at a time) give identical rows, in time linear in the face and fram
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ import pyarrow as pa
 from batchemo.analysis.columns import as_frame, class_names, dominant_array, valence_array
 from batchemo.choices import SMOOTHING
 
+log = logging.getLogger("batchemo")
 _EPS = 1e-9  # t_sec / bin_sec in floating point: 0.3 / 0.1 must land in bin 3, not 2
 # Bins past this share the last one: an int64 bin index and its float64 edge stay exact.
 MAX_BIN = 2**53
@@ -89,6 +94,57 @@ def timeline(
     times = frame_times(frames) if frames is not None else {}
     keys = set(map(tuple, video[["root", "source"]].drop_duplicates().to_numpy())) | set(times)
     return timeline_block(video, times, sorted(keys), classes, params)
+
+
+def timelines_and_segments(
+    faces: pd.DataFrame | pa.Table,
+    frames: pd.DataFrame | pa.Table | None = None,
+    *,
+    bin_sec: float = 1.0,
+    smoothing: str = "ema",
+    window_sec: float = 3.0,
+    min_segment_sec: float = 1.0,
+    switch_cost: float | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`timeline` and `segments` of every video in `faces`/`frames` (`switch_cost` None:
+    segments' default); a video whose rows cannot be made (any exception) is logged as a
+    WARNING and left out of both, the others kept. Bad arguments still raise ValueError."""
+    from batchemo.analysis import segments as segments_module
+
+    def segments(tl: pd.DataFrame, min_duration_sec: float) -> pd.DataFrame:
+        extra = {} if switch_cost is None else {"switch_cost": switch_cost}
+        return segments_module.segments(tl, min_duration_sec, **extra)
+
+    params = TimelineParams(bin_sec, smoothing, window_sec)
+    faces, frames = as_frame(faces), as_frame(frames)
+    try:  # all videos at once: one call, the fast path
+        tl = timeline(faces, frames, bin_sec, smoothing, window_sec)
+        return tl, segments(tl, min_segment_sec)
+    except Exception:  # noqa: BLE001 - find the video(s) at fault, one by one
+        pass
+    classes = class_names(faces)
+    video = video_face_rows(faces)
+    times = frame_times(frames) if frames is not None else {}
+    rows_of = dict(iter(video.groupby(["root", "source"], sort=False)))
+    keys = sorted(set(rows_of) | set(times))
+    tls, segs = [], []
+    for key in keys:
+        try:
+            own = rows_of.get(key, video.iloc[:0])
+            tl = timeline_block(own, {key: times[key]} if key in times else {}, [key], classes,
+                                params)
+            seg = segments(tl, min_segment_sec)
+        except Exception as e:  # noqa: BLE001 - any bug or limit: this video only
+            log.warning("%s: left out of the timeline and segments: %s: %s", key[1],
+                        type(e).__name__, e,
+                        extra={"fields": {"event": "derive_failed", "root": key[0],
+                                          "source": key[1], "error": str(e)}})
+            continue
+        tls.append(tl)
+        segs.append(seg)
+    empty = timeline_block(video.iloc[:0], {}, [], classes, params)
+    tl = pd.concat([empty, *tls], ignore_index=True) if tls else empty
+    return tl, (pd.concat(segs, ignore_index=True) if segs else segments(empty, min_segment_sec))
 
 
 def timeline_schema(classes: list[str]) -> pa.Schema:

@@ -8,6 +8,7 @@ import pytest
 from helpers import timeline_columns
 
 from batchemo.analysis.columns import valence
+from batchemo.analysis.segments import segments
 from batchemo.analysis.timeline import timeline
 from batchemo.analysis.timeline_stream import timeline_from_parquet
 
