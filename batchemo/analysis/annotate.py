@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from batchemo._util.quiet import fd2_silenced
 from batchemo.analysis.plots import class_colour
 from batchemo.errors import MediaError, OutputError
 from batchemo.output.atomic import atomic_write, replace_synced
@@ -68,14 +69,18 @@ def source_problem(path: Path, files_row: dict | None = None) -> str | None:
 def read_frames(path: Path, media_type: str, wanted: Iterable[int],
                 times: dict[int, float] | None = None,
                 seek_gap: float = SEEK_GAP_SEC) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (frame_index, upright BGR image) for the wanted frame indices, in index order.
+    """Yield (frame_index, upright BGR image) for the wanted frame indices.
 
-    Images give frame 0 (EXIF orientation applied, as the run saw it). Videos are decoded
-    sequentially: grab() every frame, retrieve() only wanted ones. With `times` (t_sec of the
-    wanted frames, as the run recorded them) a wanted frame more than `seek_gap` seconds ahead
-    is reached by seeking a second before it and matching timestamps (within half a frame), so
-    a face near the end of a long video does not cost decoding all of it; the frame count
-    resumes from the matched frame. Frames that fail or do not match are left out.
+    Images give frame 0 (EXIF orientation applied, as the run saw it). Videos are found by the
+    run's own numbering: decoded sequentially, every grab() counting a frame as decode.py
+    counts it, retrieve() only for wanted ones. With `times` (t_sec of the wanted frames, as
+    the run recorded them) a wanted frame more than `seek_gap` seconds ahead is reached by
+    seeking a second before it and matching timestamps (within half a frame), so a face near
+    the end of a long video does not cost decoding all of it; the frame count resumes from the
+    matched frame. A seek is tried only where the run's times and frame indices agree (within
+    2×) on how far ahead the frame is: after a timestamp jump they do not, and a seek lands
+    nowhere near. Frames a seek did not find are then found by decoding from the start, so
+    they come last; frames that fail to decode are left out. Otherwise in index order.
     """
     want = sorted({int(i) for i in wanted})
     if not want:
@@ -86,17 +91,32 @@ def read_frames(path: Path, media_type: str, wanted: Iterable[int],
         if want[0] == 0:
             yield 0, read_image(path)
         return
+    found: set[int] = set()
+    sought = [False]
+    for index, image in _decode_wanted(path, want, times or {}, seek_gap, sought):
+        found.add(index)
+        yield index, image
+    missed = [i for i in want if i not in found]
+    if missed and sought[0]:  # a seek passed them by: decode from the start, no seeking
+        yield from _decode_wanted(path, missed, {}, seek_gap, sought)
+
+
+def _decode_wanted(path: Path, want: list[int], times: dict[int, float], seek_gap: float,
+                   sought_any: list[bool]) -> Iterator[tuple[int, np.ndarray]]:
+    """One pass of `read_frames` over a video; sets sought_any[0] when it seeks."""
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     fps = cap.get(cv2.CAP_PROP_FPS)
-    half = 0.5 / (fps if 0 < fps < 1000 else 25.0)
-    times = times or {}
+    fps = fps if 0 < fps < 1000 else 25.0
+    half = 0.5 / fps
     try:
         index, k, misses, t, sought = -1, 0, 0, 0.0, -1
         while k < len(want) and misses < 25:  # 25 failed grabs in a row: the stream is over
             goal = times.get(want[k])
-            if goal is not None and goal - t > seek_gap and sought != k:
+            if (goal is not None and goal - t > seek_gap and sought != k and index is not None
+                    and _agree(goal - t, (want[k] - index) / fps)):
                 cap.set(cv2.CAP_PROP_POS_MSEC, max(goal - 1.0, 0.0) * 1000.0)
                 index, sought = None, k  # unknown until a timestamp matches; one seek a frame
+                sought_any[0] = True
             if not cap.grab():
                 misses += 1
                 continue
@@ -105,7 +125,7 @@ def read_frames(path: Path, media_type: str, wanted: Iterable[int],
             if index is None:
                 if goal is None or t < goal - half:
                     continue
-                if t > goal + half:  # passed it: this one is left out
+                if t > goal + half:  # passed it: this one is left to the second pass
                     k += 1
                     continue
                 index = want[k]
@@ -122,6 +142,11 @@ def read_frames(path: Path, media_type: str, wanted: Iterable[int],
                     yield index, image
     finally:
         cap.release()
+
+
+def _agree(seconds_ahead: float, frames_ahead_sec: float) -> bool:
+    """Whether the time to a frame and its distance in frames (as seconds) agree within 2×."""
+    return 0.5 * frames_ahead_sec <= seconds_ahead <= 2.0 * frames_ahead_sec
 
 
 def crop_box(image: np.ndarray, x: float, y: float, w: float, h: float, size: int = 80,
@@ -241,7 +266,11 @@ def pick_frames(faces: pd.DataFrame, frames: pd.DataFrame | None, every: float,
 def _open_writer(base: Path, fps: float, size: tuple[int, int]):
     for fourcc, suffix in VIDEO_CODECS:
         tmp = base.with_name(f".{base.name}.tmp{suffix}")
-        writer = cv2.VideoWriter(str(tmp), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        # OpenCV prints "tag 'VP80' is not supported with codec id 139 and format 'webm'" on
+        # every open, straight to fd 2: WebM lists no codec tags, yet the file is fine.
+        with fd2_silenced():
+            writer = cv2.VideoWriter(str(tmp), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc),
+                                     fps, size)
         if writer.isOpened():
             return writer, tmp, base.with_name(base.name + suffix)
         writer.release()
@@ -298,9 +327,8 @@ def annotate(cfg) -> AnnotateResult:
     `pick_frames`), and with `video` DIR/<name>.webm. Per photo: DIR/<name>.jpg. A source that
     is gone or changed since the run is listed in `failed` and skipped.
     """
-    from batchemo.analysis.segments import segments
     from batchemo.analysis.summarize import sampling_intervals
-    from batchemo.analysis.timeline import timeline
+    from batchemo.analysis.timeline import timelines_and_segments
     from batchemo.options import validate
     from batchemo.output.read import load
 
@@ -316,7 +344,7 @@ def annotate(cfg) -> AnnotateResult:
         faces = faces[keep]
     rows_of = {} if files is None else {(r["root"], r["source"]): r for r in files.to_dict("records")}
     interval = sampling_intervals(faces, frames, files)
-    segs = segments(timeline(faces, frames)) if cfg.changes else None
+    segs = timelines_and_segments(faces, frames)[1] if cfg.changes else None
     result = AnnotateResult()
     for (root, source), part in faces.groupby(["root", "source"], sort=True):
         path = source_path(root, source)

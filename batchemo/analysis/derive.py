@@ -2,6 +2,12 @@
 
 The pipeline calls `write_derived` after the per-file commits (and after a killed run's
 recovery); the Store only reads the staged parts and writes the tables.
+
+Derived tables are extras on top of the stored rows (faces, frames, files, runs), so no
+failure to derive them may fail a run, nor block the next ones: a video whose timeline or
+segments cannot be made is logged (WARNING) and left out of both; a summary that cannot be
+made is written empty, with a warning. `batchemo timeline` / `summary` recompute them from
+the stored rows at any time.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from batchemo.analysis.timeline import timeline_schema, timelines_and_segments
 from batchemo.errors import OutputError
 from batchemo.output.store import Store
 from batchemo.output.tables import FRAMES_SCHEMA, SEGMENTS_SCHEMA, faces_schema, summary_schema
@@ -24,20 +31,21 @@ BLOCK_ROWS = 50_000  # face and frame rows per timeline() call (memory stays bou
 def write_derived(store: Store, classes: tuple[str, ...], rows: list[FileRow], files: pa.Table,
                   tag: str, cfg) -> None:
     """timeline and segments per video (streamed file by file), summary, optional plots."""
-    from batchemo.analysis.segments import SEGMENT_COLUMNS, segments
+    from batchemo.analysis.segments import SEGMENT_COLUMNS
     from batchemo.analysis.summarize import summarize
-    from batchemo.analysis.timeline import timeline, timeline_schema
 
     bin_sec = cfg.timeline_bin if cfg else 1.0
+    switch_cost = cfg.segment_switch_cost if cfg else None
     tl_schema = timeline_schema(list(classes))
     seg_frames: list[pd.DataFrame] = []
 
     def block(faces: list[pd.DataFrame], frames: list[pd.DataFrame]):
         faces = [f for f in faces if len(f)]
-        tl = timeline(pd.concat(faces, ignore_index=True) if faces else
-                      faces_schema(classes).empty_table().to_pandas(),
-                      pd.concat(frames, ignore_index=True), bin_sec=bin_sec)
-        seg_frames.append(segments(tl))
+        tl, seg = timelines_and_segments(
+            pd.concat(faces, ignore_index=True) if faces else
+            faces_schema(classes).empty_table().to_pandas(),
+            pd.concat(frames, ignore_index=True), bin_sec=bin_sec, switch_cost=switch_cost)
+        seg_frames.append(seg)
         return pa.Table.from_pandas(tl, schema=tl_schema, preserve_index=False).to_batches()
 
     def timelines():
@@ -68,9 +76,14 @@ def write_derived(store: Store, classes: tuple[str, ...], rows: list[FileRow], f
     # Summary rolls up folders and the run, so it reads every part (only rows kept as state).
     faces_all = store.concat("faces", rows, faces_schema(classes))
     frames_all = store.concat("frames", rows, FRAMES_SCHEMA)
-    summary = summarize(faces_all, files.to_pandas(), frames_all)
-    store.write_small("summary", pa.Table.from_pandas(
-        summary, schema=summary_schema(classes), preserve_index=False), tag)
+    try:
+        summary = pa.Table.from_pandas(summarize(faces_all, files.to_pandas(), frames_all),
+                                       schema=summary_schema(classes), preserve_index=False)
+    except Exception as e:  # noqa: BLE001 - an extra table: the run's rows are kept
+        log.warning("summary table written empty: %s: %s (`batchemo summary` recomputes it)",
+                    type(e).__name__, e)
+        summary = summary_schema(classes).empty_table()
+    store.write_small("summary", summary, tag)
     if cfg is not None and cfg.plots:
         from batchemo.analysis.plots import write_plots
 

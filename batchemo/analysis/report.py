@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -24,10 +23,10 @@ import pyarrow as pa
 from batchemo.analysis import annotate as ann
 from batchemo.analysis.columns import as_frame, class_names
 from batchemo.analysis.plots import class_colour, fine_clock, run_shares_figure, video_timeline_figure
-from batchemo.analysis.segments import segments
+from batchemo.analysis.report_facts import run_facts
 from batchemo.analysis.summarize import format_seconds, summarize
 from batchemo.analysis.suspect import suspect_reasons
-from batchemo.analysis.timeline import timeline
+from batchemo.analysis.timeline import timelines_and_segments
 from batchemo.output.atomic import atomic_write
 
 _CSS = """
@@ -192,63 +191,6 @@ def _strips(part: pd.DataFrame, tracks: pd.DataFrame, segs: pd.DataFrame | None,
     return out
 
 
-def _run_facts(faces: pd.DataFrame, files: pd.DataFrame | None,
-               runs: pd.DataFrame | None) -> list[tuple[str, str]]:
-    facts = [("face rows", f"{len(faces):d}")]
-    if runs is not None and len(runs):
-        last = runs.sort_values("started").iloc[-1]
-        facts.append(("last run", f"{last['run_id']}, {str(last['started'])[:19]} to "
-                                  f"{str(last['finished'])[:19]} UTC"
-                                  + (f" ({len(runs)} runs in all)" if len(runs) > 1 else "")))
-        try:
-            s = json.loads(last["settings"] or "{}")
-        except (TypeError, ValueError):
-            s = {}
-        keys = ("fps", "detector", "score_threshold", "min_face", "tta", "precision", "model")
-        s["model"] = s.get("model") or "the shipped default"
-        facts.append(("settings", ", ".join(f"{k} {s[k]}" for k in keys if k in s)))
-    for col, label in (("run_id", "runs"), ("model_id", "models")):
-        if col in faces and len(faces):
-            facts.append((label, ", ".join(map(str, sorted(faces[col].dropna().unique())))))
-    facts += _model_facts(faces, runs)
-    if files is not None and len(files):
-        counts = files["status"].value_counts()
-        facts.append(("files", ", ".join(f"{k}: {v}" for k, v in counts.items())))
-    return facts
-
-
-def _model_facts(faces: pd.DataFrame, runs: pd.DataFrame | None) -> list[tuple[str, str]]:
-    """Training data, accuracy and limits from the model's card, where the card is found."""
-    from batchemo.model import DEFAULT_MODEL
-
-    ids = set(faces["model_id"].dropna()) if "model_id" in faces else set()
-    paths = [DEFAULT_MODEL]
-    if runs is not None and len(runs):
-        for raw in runs["settings"].dropna():
-            try:
-                m = json.loads(raw).get("model")
-            except (TypeError, ValueError):
-                continue
-            if m:
-                paths.insert(0, Path(m))
-    for p in paths:
-        try:
-            card = json.loads(Path(p).with_suffix(".json").read_text())
-        except (OSError, ValueError):
-            continue
-        if card.get("model_id") in ids:
-            test, data = card.get("test") or {}, card.get("training_data") or {}
-            n_train = f", {data['n_train']} training faces" if isinstance(data, dict) and \
-                data.get("n_train") else ""
-            acc = (f"accuracy {test['accuracy']:.1%}, macro-F1 {test.get('macro_f1', 0):.3f} on "
-                   f"{test.get('n', '?')} test faces") if "accuracy" in test else "not recorded"
-            return [("model", f"{card['model_id']}: {card.get('arch', '')} "
-                              f"{card.get('input_size', '')}px"),
-                    ("trained on", f"{(card.get('license') or 'not stated').rstrip('.')}{n_train}"),
-                    ("measured", acc), ("its limits", str(card.get("limits") or "–"))]
-    return [("model card", "not found beside the model; limits unknown")] if ids else []
-
-
 def write_report(
     faces: pd.DataFrame | pa.Table,
     frames: pd.DataFrame | pa.Table | None,
@@ -278,12 +220,12 @@ def write_report(
     """
     faces, frames, files, runs = (as_frame(x) for x in (faces, frames, files, runs))
     summary = summarize(faces, files, frames)
-    tl = timeline(faces, frames, bin_sec=bin_sec, smoothing=smoothing, window_sec=window_sec)
-    segs = segments(tl, min_segment_sec)
+    tl, segs = timelines_and_segments(faces, frames, bin_sec=bin_sec, smoothing=smoothing,
+                                      window_sec=window_sec, min_segment_sec=min_segment_sec)
     reasons = suspect_reasons(faces)
     files_by = {} if files is None else {(r["root"], r["source"]): r
                                          for r in files.to_dict("records")}
-    parts = [f"<h1>{_esc(title)}</h1>", _facts(_run_facts(faces, files, runs)),
+    parts = [f"<h1>{_esc(title)}</h1>", _facts(run_facts(faces, files, runs)),
              f'<p class="muted">{MEANINGS}</p>']
 
     parts.append("<h2>Summary</h2>")

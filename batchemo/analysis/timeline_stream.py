@@ -12,9 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchemo.analysis.columns import class_names
-from batchemo.analysis.timeline import _check, _frame_times, _timeline_block, _video_rows, timeline_schema
-from batchemo.output.atomic import atomic_write
-from batchemo.output.tables import with_metadata
+from batchemo.analysis.timeline import (
+    TimelineParams,
+    frame_times,
+    timeline_block,
+    timeline_schema,
+    video_face_rows,
+)
+from batchemo.output.tables import write_batches
 
 
 def iter_timeline_parquet(
@@ -33,7 +38,7 @@ def iter_timeline_parquet(
     whole video, if longer) plus the sampled times of the frames table (8 bytes a frame).
     Videos found only in the frames table come last, as blocks of empty bins.
     """
-    _check(bin_sec, smoothing, window_sec)
+    params = TimelineParams(bin_sec, smoothing, window_sec)
     names = _parquet_files(faces_path)[0].schema_arrow.names
     classes = class_names(pd.DataFrame(columns=names))
     cols = ["root", "source", "media_type", "frame_index", "t_sec", "track_id", "confidence"]
@@ -44,11 +49,11 @@ def iter_timeline_parquet(
 
     def block(parts: list[tuple[tuple[str, str], pd.DataFrame]]) -> pd.DataFrame:
         keys = list(dict.fromkeys(k for k, _ in parts))
-        return _timeline_block(pd.concat([p for _, p in parts], ignore_index=True), times, keys,
-                               classes, bin_sec, smoothing, window_sec)
+        return timeline_block(pd.concat([p for _, p in parts], ignore_index=True), times, keys,
+                              classes, params)
 
     for batch in _batches(faces_path, cols, batch_rows):
-        df = _video_rows(batch.to_pandas())
+        df = video_face_rows(batch.to_pandas())
         if not len(df):
             continue
         # Key changes found column-wise; only the few run starts become Python tuples.
@@ -71,8 +76,8 @@ def iter_timeline_parquet(
         yield block(pending)
     faceless = sorted(set(times) - seen)  # videos sampled but never showing a face
     for i in range(0, len(faceless), 1024):
-        yield _timeline_block(pd.DataFrame(columns=cols), times, faceless[i : i + 1024],
-                              classes, bin_sec, smoothing, window_sec)
+        yield timeline_block(pd.DataFrame(columns=cols), times, faceless[i : i + 1024],
+                             classes, params)
 
 
 def timeline_from_parquet(
@@ -86,37 +91,33 @@ def timeline_from_parquet(
     batch_rows: int = 32_768,
 ) -> pd.DataFrame | Path:
     """`iter_timeline_parquet`, concatenated into a DataFrame, or, with `out_path`, written
-    block by block to that Parquet file (temp file + rename) and its Path returned."""
+    block by block to that file (Parquet, or CSV for a `.csv` suffix; temp file + rename) and
+    its Path returned."""
     blocks = iter_timeline_parquet(faces_path, frames_path, bin_sec=bin_sec, smoothing=smoothing,
                                    window_sec=window_sec, batch_rows=batch_rows)
     if out_path is None:
         parts = list(blocks)
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     out_path = Path(out_path)
-    with atomic_write(out_path) as tmp:
-        writer = None
-        try:
-            for block in blocks:
-                if writer is None:
-                    schema = timeline_schema(class_names(block, "smooth_"))
-                    writer = pq.ParquetWriter(tmp, with_metadata(schema))
-                writer.write_table(pa.Table.from_pandas(block, schema=schema,
-                                                        preserve_index=False))
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:  # no video in the input: an empty table, still with every column
-            names = _parquet_files(faces_path)[0].schema_arrow.names
-            classes = class_names(pd.DataFrame(columns=names))
-            pq.write_table(timeline_schema(classes).empty_table().replace_schema_metadata(
-                with_metadata(timeline_schema(classes)).metadata), tmp)
+    schema = timeline_schema(_classes(faces_path))
+    batches = (batch for block in blocks
+               for batch in pa.Table.from_pandas(block, schema=schema,
+                                                 preserve_index=False).to_batches())
+    write_batches(schema, batches, out_path, "csv" if out_path.suffix.lower() == ".csv"
+                  else "parquet")
     return out_path
+
+
+def _classes(faces_path: str | Path) -> list[str]:
+    """The model's classes, from the p_<class> columns of the faces table's schema."""
+    names = _parquet_files(faces_path)[0].schema_arrow.names
+    return class_names(pd.DataFrame(columns=names))
 
 
 def _frame_times_parquet(path: str | Path) -> dict[tuple[str, str], np.ndarray]:
     parts: dict[tuple[str, str], list[np.ndarray]] = {}
     for batch in _batches(path, ["root", "source", "t_sec"], 65_536):
-        for k, v in _frame_times(batch.to_pandas()).items():
+        for k, v in frame_times(batch.to_pandas()).items():
             parts.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in parts.items()}
 

@@ -134,3 +134,43 @@ def test_run_plots_label_sub_second_ticks_on_short_clips():
     fig = video_timeline_figure(tl, segments(tl))
     fmt = fig.axes[-1].xaxis.get_major_formatter()
     assert [fmt(t, None) for t in (0, 0.5, 1.0, 1.5)] == ["0:00", "0:00.5", "0:01", "0:01.5"]
+
+
+def test_video_timeline_counts_tracks_apart_from_untracked_faces():
+    # Issue 29: the crowd clip's chart said "showing 6 of 15 tracks" where the data had 14
+    # tracks plus untracked faces (null track_id), counted as a 15th track.
+    faces, frames, _ = make_run(n_tracks=8, seconds=6, sources=("v.mp4",))
+    faces["track_id"] = faces["track_id"].astype("Int64")
+    faces.loc[faces["track_id"] == 1, "track_id"] = pd.NA  # one band's faces untracked
+    tl = timeline(faces, frames)
+    title = video_timeline_figure(tl, segments(tl)).get_suptitle()
+    assert "of 7 tracks" in title and "untracked faces" in title, title
+    shown = [ax.get_ylabel().split("\n")[0] for ax in video_timeline_figure(tl, None).axes]
+    n_tracks = sum(label.startswith("track ") for label in shown)
+    assert f"showing {n_tracks} of 7 tracks" in title
+    assert ("and the untracked faces" in title) == ("untracked" in shown)
+
+
+def test_video_timeline_draws_a_timestamp_jump_narrow():
+    # Issue 28 item 1: 3 s of faces, then 1e12 s later 1 s more: drawn to scale, every face
+    # fell into one pixel. The jump is drawn narrow, marked, and the ticks keep real times.
+    rng = np.random.default_rng(3)
+    t = np.r_[np.arange(0, 3, 0.5), 1e12 + np.arange(0, 1, 0.5)]
+    rows = []
+    for i, ti in enumerate(t):
+        p = rng.dirichlet(np.ones(len(CLASSES)))
+        rows.append({"root": "in", "source": "j.mkv", "media_type": "video", "frame_index": i,
+                     "t_sec": ti, "face_index": 0, "track_id": 0, "confidence": p.max(),
+                     "emotion": CLASSES[int(p.argmax())],
+                     **{f"p_{c}": v for c, v in zip(CLASSES, p, strict=True)}})
+    tl = timeline(pd.DataFrame(rows), None)
+    fig = video_timeline_figure(tl, segments(tl))
+    ax = fig.axes[0]
+    right = ax.get_xlim()[1]
+    assert right < 10  # 3 s + 1 s of faces, and the jump drawn 0.4 s wide
+    fmt = ax.xaxis.get_major_formatter()
+    assert fmt(right, None).startswith("277777777:46:4")  # 1e12 s as h:mm:ss
+    assert any("no face" in text.get_text() for text in ax.texts)
+    tl = timeline(pd.DataFrame(rows[:6]), None)  # without the jump
+    plain = video_timeline_figure(tl, segments(tl))
+    assert plain.axes[0].get_xlim()[1] == 3.0 and not plain.axes[0].texts  # to scale

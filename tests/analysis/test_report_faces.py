@@ -43,14 +43,16 @@ def faces_table(tmp_path, low_score_track=None):
     for i in range(0, 30, 2):
         for k, (x, y, s) in enumerate(face_box(i)):
             emo = ("sad" if i < 15 else "happy") if k == 0 else "neutral"
-            p = {c: 0.1 for c in CLASSES}
-            p[emo] = 0.7
+            # 0.85: clear enough that the segments' sticky HMM follows track 0's change (at
+            # 0.7 it decodes the whole track as `uncertain`).
+            p = {c: 0.05 for c in CLASSES}
+            p[emo] = 0.85
             rows.append({"root": root, "source": "clip.mp4", "media_type": "video",
                          "frame_index": i, "t_sec": i / FPS, "face_index": k, "track_id": k,
                          "x": x, "y": y, "w": s, "h": s,
                          "det_score": 0.55 if k == low_score_track else 0.9,
                          **{f"p_{c}": v for c, v in p.items()}, "emotion": emo,
-                         "confidence": 0.7, "model_id": "m", "run_id": "r1"})
+                         "confidence": 0.85, "model_id": "m", "run_id": "r1"})
     for k, x in enumerate((20, 120)):
         rows.append({**rows[0], "source": "photo.jpg", "media_type": "image", "frame_index": 0,
                      "t_sec": None, "face_index": k, "track_id": None, "x": x, "y": 30,
@@ -105,9 +107,9 @@ def test_report_strips_hold_decodable_crops_of_the_faces(tmp_path, make_video, m
         assert all(skin_share(img) > 0.5 for img, _ in figs), name  # the face, centred
     # Track 0: start, middle, end, and the best face of its sad and happy segments.
     caps = [c for _, c in got["track 0"]]
-    assert caps[0] == "0:00.0 sad 0.70" and caps[-1] == "0:02.8 happy 0.70"
+    assert caps[0] == "0:00.0 sad 0.85" and caps[-1] == "0:02.8 happy 0.85"
     assert any("sad" in c for c in caps) and any("happy" in c for c in caps)
-    assert [c for _, c in got["photo.jpg"]] == ["#0 happy 0.70", "#1 angry 0.70"]
+    assert [c for _, c in got["photo.jpg"]] == ["#0 happy 0.85", "#1 angry 0.85"]
     assert "<th></th>" not in page  # no empty header row above the run facts
     assert "valence</b>: P(happy)" in page and "confidence</b>: the model" in page
     text = re.sub(r"data:image/(png|jpeg);base64,[A-Za-z0-9+/=]+", "", page)

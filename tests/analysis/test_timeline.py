@@ -8,6 +8,7 @@ import pytest
 from helpers import timeline_columns
 
 from batchemo.analysis.columns import valence
+from batchemo.analysis.segments import segments
 from batchemo.analysis.timeline import timeline
 from batchemo.analysis.timeline_stream import timeline_from_parquet
 
@@ -109,10 +110,12 @@ def test_empty_bins_keep_time_aligned():
                           face("v.mp4", 4.5, onehot("sad"), track=1)])
     tl = timeline(faces, frames_for("v.mp4", 12))
     empty = tl[tl["track_id"].isna()]
-    assert empty["bin_start"].tolist() == [2.0, 3.0, 5.0]
+    # Nobody on screen in bins 2-3 (one gap row) and 5.
+    assert empty[["bin_start", "bin_end", "n_frames"]].values.tolist() == [[2, 4, 4], [5, 6, 2]]
     assert (empty["n_faces"] == 0).all() and empty["p_happy"].isna().all()
-    assert empty["dominant"].isna().all() and (empty["n_frames"] == 2).all()
-    assert sorted(tl["bin_start"]) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # each bin exactly once
+    assert empty["dominant"].isna().all()
+    spans = sorted(zip(tl["bin_start"], tl["bin_end"], strict=True))
+    assert spans == [(0, 1), (1, 2), (2, 4), (4, 5), (5, 6)]  # each instant exactly once
     assert track_rows(tl, 1)["bin_start"].tolist() == [4.0]
 
 
@@ -124,9 +127,52 @@ def test_untracked_faces_and_faceless_videos_cover_each_bin_once():
     v = tl[tl["source"] == "v.mp4"]
     assert v["bin_start"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert v["n_faces"].tolist() == [0, 1, 0, 1, 0] and v["track_id"].isna().all()
-    e = tl[tl["source"] == "empty.mp4"]
-    assert e["bin_start"].tolist() == [0.0, 1.0] and (e["n_faces"] == 0).all()
+    e = tl[tl["source"] == "empty.mp4"]  # no face at all: one row for its 2 s
+    assert e[["bin_start", "bin_end", "n_frames", "n_faces"]].values.tolist() == [[0, 2, 4, 0]]
 
+
+def test_a_gap_inside_a_track_is_one_row():
+    # Track 0 at 0 s and 10 s, track 1 at 5 s; frames every 0.5 s up to 10.5 s.
+    faces = pd.DataFrame([face("v.mp4", 0.0, onehot("happy")), face("v.mp4", 10.0, onehot("sad")),
+                          face("v.mp4", 5.0, onehot("sad"), track=1)])
+    tl = timeline(faces, frames_for("v.mp4", 22), smoothing="none")
+    t0 = track_rows(tl, 0)
+    assert t0[["bin_start", "bin_end", "n_faces", "n_frames"]].values.tolist() == [
+        [0, 1, 1, 2], [1, 10, 0, 18], [10, 11, 1, 2]]
+    assert t0["dominant"].tolist() == ["happy", None, "sad"]
+    nobody = tl[tl["track_id"].isna()]
+    assert nobody[["bin_start", "bin_end"]].values.tolist() == [[1, 5], [6, 10]]
+
+
+def test_rows_cost_what_the_faces_cost_after_a_timestamp_jump():
+    # Issue 28 item 1: a video whose timestamps jump by 1e12 s after 50 frames (the old code
+    # allocated one row per bin: 7.28 TiB) and its 1e6 s variant (1,000,006 rows).
+    for jump in (1e12, 1e6):
+        t = np.r_[np.arange(50) / 25, jump + np.arange(50, 72) / 25]
+        faces = pd.DataFrame([face("j.mkv", float(x), onehot("happy" if i < 50 else "sad"),
+                                   fi=i) for i, x in enumerate(t)])
+        frames = pd.DataFrame({"root": "r", "source": "j.mkv", "frame_index": np.arange(72),
+                               "t_sec": t, "n_faces": 1})
+        for smoothing in ("ema", "median", "none"):
+            tl = timeline(faces, frames, smoothing=smoothing)
+            assert len(tl) <= 2 * (len(faces) + 1), (jump, smoothing, len(tl))
+            assert tl["n_faces"].sum() == 72 and tl["n_frames"].sum() == 72
+            gap = tl[tl["n_faces"] == 0]
+            assert len(gap) == 2  # the jump: once in track 0, once as "nobody on screen"
+            assert gap["bin_start"].tolist() == [2.0, 2.0]  # frame 49 is at 1.96 s
+            assert gap["bin_end"].tolist() == [np.floor(jump + 2.0)] * 2
+            assert tl["dominant"].dropna().iloc[-1] == "sad"  # the new bins take over
+        segs = segments(tl)
+        assert segs["emotion"].tolist() == ["happy", "sad"]
+        assert segs["end_sec"].iat[-1] == np.floor(jump + 71 / 25) + 1
+
+
+def test_times_far_beyond_any_bin_share_the_last_one():
+    faces = pd.DataFrame([face("v.mp4", 0.0, onehot("happy")), face("v.mp4", 1e300, onehot("sad"), fi=1),
+                          face("v.mp4", np.inf, onehot("sad"), fi=2)])  # inf: left out
+    tl = timeline(faces, None, bin_sec=0.001)
+    assert tl["n_faces"].sum() == 2 and len(tl) == 4
+    assert tl["bin_start"].max() == 2**53 * 0.001
 
 def test_valence_null_safe_for_other_class_sets():
     six = pd.DataFrame({"p_angry": [0.1], "p_disgust": [0.1], "p_fear": [0.1], "p_happy": [0.5],
@@ -205,5 +251,9 @@ def test_streaming_reads_a_dataset_folder_and_writes_empty_tables(tmp_path):
     out = timeline_from_parquet(write(images, tmp_path / "img.parquet"),
                                 out_path=tmp_path / "tl.parquet")
     back = pq.read_table(out)
+    # Written through output.tables.write_batches (issue 27): zstd and the schema version.
+    meta = pq.read_metadata(out)
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert b"batchemo.schema_version" in meta.metadata
     assert back.num_rows == 0 and back.schema.names == timeline_columns(CLASSES)
     assert len(timeline(images)) == 0
