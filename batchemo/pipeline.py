@@ -244,8 +244,10 @@ def _job(cfg: RunConfig, settings: Settings, todo: list, model) -> EngineJob:
 
 
 def _derived_key(cfg: RunConfig) -> str:
-    """What the derived tables depend on beyond the rows: rebuilt when it changes."""
-    return json.dumps({"bin": cfg.timeline_bin, "plots": str(cfg.plots or "")})
+    """What the derived tables depend on beyond the rows: rebuilt when it changes (an output made
+    before segments were decoded has no "segments" key: its first run rebuilds them)."""
+    return json.dumps({"bin": cfg.timeline_bin, "plots": str(cfg.plots or ""),
+                       "segments": f"hmm:{cfg.segment_switch_cost:g}"})
 
 
 def _bars_and_logs(cfg: RunConfig):
