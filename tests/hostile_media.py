@@ -2,7 +2,8 @@
 make a decoder allocate too much, or whose headers mislead. Built from numpy, OpenCV and struct
 only (no FFmpeg binary or PyAV is needed), so every test machine can make them.
 
-Each function writes one file at `path` and returns the path.
+Each function writes one file at `path` and returns the path. Videos with bad timestamps are in
+hostile.py; `python bench/make_hostile.py DIR` writes every file of both into DIR.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from hostile import write_mkv
 
 BOMB_SIDE = 12000  # 12000² = 144 MP, over the 100 MP limit
 
@@ -132,50 +134,13 @@ def audio_only_mp4(path: Path, seconds: int = 1, rate: int = 8000) -> Path:
     return path
 
 
-def _ebml_id(element: int) -> bytes:
-    return element.to_bytes((element.bit_length() + 7) // 8, "big")
-
-
-def _ebml(element: int, payload: bytes | int | float | str | None) -> bytes:
-    """One EBML element; None as payload: unknown size (its children follow in the stream)."""
-    if payload is None:
-        return _ebml_id(element) + b"\x01\xff\xff\xff\xff\xff\xff\xff"
-    if isinstance(payload, float):
-        payload = struct.pack(">d", payload)
-    elif isinstance(payload, int):
-        payload = payload.to_bytes(max(1, (payload.bit_length() + 7) // 8), "big")
-    elif isinstance(payload, str):
-        payload = payload.encode()
-    return _ebml_id(element) + b"\x01" + len(payload).to_bytes(7, "big") + payload
-
-
 def offset_mkv(path: Path, start_s: float = 1e9, frames: int = 144, fps: float = 24.0,
                size: tuple[int, int] = (48, 64)) -> Path:
     """An intact MJPEG Matroska file whose timestamps start at `start_s` seconds (what
-    `ffmpeg -output_ts_offset` or a cut broadcast recording gives). Its Duration states the
-    absolute end, as FFmpeg's muxer writes it."""
-    h, w = size
-    step_ms, start_ms = 1000.0 / fps, round(start_s * 1000)
-    header = _ebml(0x1A45DFA3, b"".join([
-        _ebml(0x4286, 1), _ebml(0x42F7, 1), _ebml(0x42F2, 4), _ebml(0x42F3, 8),
-        _ebml(0x4282, "matroska"), _ebml(0x4287, 4), _ebml(0x4285, 2)]))
-    info = _ebml(0x1549A966, _ebml(0x2AD7B1, 1_000_000) + _ebml(0x4489, start_ms + frames * step_ms)
-                 + _ebml(0x4D80, "hostile_media") + _ebml(0x5741, "hostile_media"))
-    video = _ebml(0xE0, _ebml(0xB0, w) + _ebml(0xBA, h))
-    track = _ebml(0xAE, _ebml(0xD7, 1) + _ebml(0x73C5, 1) + _ebml(0x83, 1)
-                  + _ebml(0x86, "V_MJPEG") + _ebml(0x23E383, round(1e9 / fps)) + video)
-    clusters, per_cluster = b"", int(30 * fps)  # block times are int16 ms from the cluster's
-    for first in range(0, frames, per_cluster):
-        cluster_ms = start_ms + round(first * step_ms)
-        blocks = b""
-        for k in range(first, min(frames, first + per_cluster)):
-            image = np.full((h, w, 3), (k * 7) % 256, np.uint8)
-            rel = round(start_ms + k * step_ms) - cluster_ms
-            blocks += _ebml(0xA3, b"\x81" + struct.pack(">hB", rel, 0x80) + _jpeg(image))
-        clusters += _ebml(0x1F43B675, _ebml(0xE7, cluster_ms) + blocks)
-    segment = _ebml(0x18538067, info + _ebml(0x1654AE6B, track) + clusters)
-    path.write_bytes(header + segment)
-    return path
+    `ffmpeg -output_ts_offset` or a cut broadcast recording gives); its Duration states the
+    absolute end, as FFmpeg's muxer writes it (hostile.write_mkv)."""
+    images = [np.full((*size, 3), (k * 7) % 256, np.uint8) for k in range(frames)]
+    return write_mkv(path, images, [start_s + k / fps for k in range(frames)], fps)
 
 
 def truncated_mp4(path: Path, source: Path, keep: float = 0.6) -> Path:

@@ -197,10 +197,13 @@ def _cut_short(cap: cv2.VideoCapture, decoded: int, info: MediaInfo,
     Containers only estimate their frame count at times, hence the slack (10 %, 2 frames).
     The count comes from the stated duration, which some muxers (FFmpeg's Matroska) write as
     the absolute end time: a stream starting at 1e9 s would "lack" 24 billion frames. The
-    first frame's own timestamp (in frames, `first_pts`) is then taken off."""
+    first frame's own timestamp (in frames, `first_pts`) is then taken off. A video decoded up
+    to its stated end is whole, however few frames its timestamps spread over."""
     stated = cap.get(cv2.CAP_PROP_FRAME_COUNT)
     if not (info.fps and math.isfinite(stated) and stated > 0):
         return None
+    if stated / info.fps - info.duration <= 2 / info.fps:
+        return None  # decoded up to the stated end: fewer frames because the timestamps jump
     if first_pts is not None and math.isfinite(first_pts) and 0 < first_pts < stated:
         stated -= first_pts
     if decoded + info.decode_failures >= 0.9 * stated or stated - decoded < 2:

@@ -147,6 +147,20 @@ def test_mkv_starting_at_1e9_s_cut_short_is_still_truncated(tmp_path):
     assert "of 144 frames" in info.warning
 
 
+@pytest.mark.parametrize("jump", [1e6, 1e12])
+def test_a_whole_video_whose_timestamps_jump_is_not_called_truncated(tmp_path, jump):
+    # Issue 28 item 1's file: decoded to its stated end, it is whole, though its 72 frames are
+    # spread over 1e12 s (was "truncated or damaged video … 72 of 25000000000072 frames").
+    from hostile import jump_mkv
+
+    path = jump_mkv(tmp_path, jump, frames=60, after=40)
+    got, info = frames(only_item(path))
+    assert len(got) == 60 and info.warning is None
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])  # cut before the jump
+    got, info = frames(only_item(path))
+    assert 0 < len(got) < 40 and "truncated or damaged video" in info.warning
+
+
 # -- issue 29 friction: FFmpeg/OpenCV lines on stderr -----------------------------------------
 
 
