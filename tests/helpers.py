@@ -8,10 +8,25 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from batchemo.config import RunConfig
 from batchemo.output.tables import OutputPaths
 
+BIG = 64  # faces drawn this big are found by every BlazeFace model (tests/facedraw.py)
 ROW_KEYS = ("root", "source", "frame_index", "face_index")
 UNTIMED = ("run_id", "seconds", "model_id", "mtime")  # differ between equal runs
+
+
+def faces_at(n: int, t: float = 0.0, size: int = BIG, y: int = 40) -> list[tuple[int, int, int]]:
+    """`n` faces of `size` px side by side, drifting right 10 px per second of `t` (a
+    make_image/make_video `faces` list: (x, y, size) each)."""
+    return [(20 + i * (size + 30) + int(10 * t), y, size) for i in range(n)]
+
+
+def run_cfg(inputs, out, model, **kw) -> RunConfig:
+    """A quiet run of the `inputs` folders into `out` with `model`, in this process unless
+    `workers` says otherwise."""
+    return RunConfig(input=[str(p) for p in inputs], out=out, model=model, quiet=True,
+                     workers=kw.pop("workers", 0), **kw)
 
 
 def read_output(out: Path, name: str = "faces") -> pd.DataFrame:

@@ -10,26 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import needs_shared
-from helpers import assert_same_rows, comparable, read_output
+from helpers import assert_same_rows, comparable, faces_at, read_output, run_cfg
 
-from batchemo import RunConfig, run
+from batchemo import run
 from batchemo.cli import main
 from batchemo.output.tables import OutputPaths
-
-BIG = 64  # faces drawn this big are found by every BlazeFace model (tests/facedraw.py)
-
-
-def faces_at(n, t=0.0, size=BIG, w=320):
-    return [(20 + i * (size + 30) + int(10 * t), 40, size) for i in range(n)]
-
-
-def run_cfg(inputs, out, model, **kw):
-    return RunConfig(input=[str(p) for p in inputs], out=out, model=model, quiet=True,
-                     workers=kw.pop("workers", 0), **kw)
-
-
-def read(out, table="faces"):
-    return read_output(out, table)
 
 
 @pytest.mark.parametrize("kind", ["image", "video"])
@@ -38,13 +23,13 @@ def read(out, table="faces"):
 def test_faces_found_and_rows_written(tmp_path, make_image, make_video, random_model, kind,
                                       n_faces, batch):
     if kind == "image":
-        make_image("in/a.png", size=(200, 480), faces=faces_at(n_faces, w=480))
+        make_image("in/a.png", size=(200, 480), faces=faces_at(n_faces))
     else:
         make_video("in/a.mp4", seconds=2, fps=10, size=(200, 480),
-                   faces_fn=lambda i, t: faces_at(n_faces, t, w=480))
+                   faces_fn=lambda i, t: faces_at(n_faces, t))
     out = tmp_path / "res.parquet"
     res = run(run_cfg([tmp_path / "in"], out, random_model, batch_size=batch, fps=5))
-    faces, files = read(out), read(out, "files")
+    faces, files = read_output(out), read_output(out, "files")
     n_frames = 1 if kind == "image" else 10
     assert res.exit_code == 0 and res.faces == n_faces * n_frames
     assert len(faces) == n_faces * n_frames
@@ -55,7 +40,7 @@ def test_faces_found_and_rows_written(tmp_path, make_image, make_video, random_m
         assert (faces.emotion == [c[2:] for c in faces.filter(like="p_").idxmax(1)]).all()
         assert sorted(faces.face_index.unique()) == list(range(n_faces))
     if kind == "video":
-        frames = read(out, "frames")
+        frames = read_output(out, "frames")
         assert len(frames) == 10 and (frames.n_faces == n_faces).all()
         assert np.allclose(frames.t_sec, np.arange(10) * 0.2, atol=0.051)
         if n_faces:
@@ -67,14 +52,14 @@ def test_faces_found_and_rows_written(tmp_path, make_image, make_video, random_m
 def test_probabilities_do_not_depend_on_batching_or_workers(tmp_path, make_image, make_video,
                                                             random_model):
     for i in range(3):
-        make_image(f"in/img{i}.jpg", size=(160, 400), faces=faces_at(i + 1, w=400))
+        make_image(f"in/img{i}.jpg", size=(160, 400), faces=faces_at(i + 1))
     make_video("in/clip.mp4", seconds=2, fps=10, size=(160, 400),
-               faces_fn=lambda i, t: faces_at(2, t, w=400))
+               faces_fn=lambda i, t: faces_at(2, t))
     a = run(run_cfg([tmp_path / "in"], tmp_path / "a.parquet", random_model, batch_size=1))
     b = run(run_cfg([tmp_path / "in"], tmp_path / "b.parquet", random_model, batch_size=16,
                     workers=2))
     assert a.faces == b.faces > 0
-    assert_same_rows(read(tmp_path / "a.parquet"), read(tmp_path / "b.parquet"))
+    assert_same_rows(read_output(tmp_path / "a.parquet"), read_output(tmp_path / "b.parquet"))
 
 
 def test_bad_inputs_become_status_rows_and_the_run_goes_on(
@@ -93,7 +78,7 @@ def test_bad_inputs_become_status_rows_and_the_run_goes_on(
     r = CliRunner().invoke(main, ["run", "-i", str(root), "-o", str(out), "--model",
                                   str(random_model), "--workers", "0", "--quiet"])
     assert r.exit_code == 1, r.output
-    files = read(out, "files").set_index("source")
+    files = read_output(out, "files").set_index("source")
     assert files.loc["good dir é/ok 1.png", "status"] == "ok"
     assert files.loc["notes.srt", "status"] == "skipped"
     for bad in ("empty.jpg", "text.jpg", "bomb.png", "trunc.mp4"):
@@ -111,7 +96,7 @@ def test_rerun_is_incremental_and_never_duplicates(tmp_path, make_image, random_
     out = tmp_path / "res.parquet"
     cfg = run_cfg([tmp_path / "in"], out, random_model)
     first = run(cfg)
-    assert first.files_new == 3 and len(read(out)) == 3
+    assert first.files_new == 3 and len(read_output(out)) == 3
     again = run(cfg)
     assert again.files_new == again.files_changed == 0 and again.files_unchanged == 3
     make_image("in/1.png", size=(160, 200), faces=faces_at(2))  # changed content
@@ -119,13 +104,13 @@ def test_rerun_is_incremental_and_never_duplicates(tmp_path, make_image, random_
     (tmp_path / "in/2.png").unlink()
     third = run(cfg)
     assert third.files_changed == 1 and third.files_deleted == 1
-    faces = read(out)
+    faces = read_output(out)
     assert faces.groupby("source").size().to_dict() == {"0.png": 1, "1.png": 2, "2.png": 1}
-    files = read(out, "files").set_index("source")
+    files = read_output(out, "files").set_index("source")
     assert not files.loc["2.png", "present"] and files.loc["0.png", "present"]
     run(run_cfg([tmp_path / "in"], out, random_model, prune_deleted=True))
-    assert sorted(read(out).source.unique()) == ["0.png", "1.png"]
-    assert len(read(out, "runs")) == 4
+    assert sorted(read_output(out).source.unique()) == ["0.png", "1.png"]
+    assert len(read_output(out, "runs")) == 4
 
 
 def test_precision_is_a_setting_and_bfloat16_agrees_with_float32(tmp_path, make_image,
@@ -134,15 +119,15 @@ def test_precision_is_a_setting_and_bfloat16_agrees_with_float32(tmp_path, make_
         make_image(f"in/{i}.png", size=(160, 300), faces=faces_at(2))
     out = tmp_path / "res.parquet"
     first = run(run_cfg([tmp_path / "in"], out, random_model, precision="float32"))
-    f32 = comparable(read(out))
+    f32 = comparable(read_output(out))
     second = run(run_cfg([tmp_path / "in"], out, random_model, precision="bfloat16"))
     assert first.files_new == 2 and second.files_changed == 2  # other numbers: reprocessed
-    bf16 = comparable(read(out))
+    bf16 = comparable(read_output(out))
     p = [c for c in f32 if c.startswith("p_")]
     derived = p + ["emotion", "confidence"]  # the random model's near-ties may flip
     pd.testing.assert_frame_equal(f32.drop(columns=derived), bf16.drop(columns=derived))
     assert 0 < np.abs(f32[p].to_numpy() - bf16[p].to_numpy()).max() < 0.05
-    applied = [json.loads(r)["precision"] for r in read(out, "runs").settings]
+    applied = [json.loads(r)["precision"] for r in read_output(out, "runs").settings]
     assert applied == ["float32", "bfloat16"]
 
 
@@ -160,16 +145,16 @@ def test_int8_precision_runs_the_models_int8_copy(tmp_path, make_image, random_m
         make_image(f"in/{i}.png", size=(160, 300), faces=faces_at(2))
     out = tmp_path / "res.parquet"
     run(run_cfg([tmp_path / "in"], out, model, precision="float32"))
-    f32 = comparable(read(out))
+    f32 = comparable(read_output(out))
     second = run(run_cfg([tmp_path / "in"], out, model, precision="int8"))
     assert second.files_changed == 2  # another precision is another setting: reprocessed
-    q = comparable(read(out))
+    q = comparable(read_output(out))
     p = [c for c in f32 if c.startswith("p_")]
     derived = p + ["emotion", "confidence"]  # the random model's near-ties may flip
     pd.testing.assert_frame_equal(f32.drop(columns=derived), q.drop(columns=derived))
     assert 0 < np.abs(f32[p].to_numpy() - q[p].to_numpy()).max() < 0.1
     assert np.allclose(q[p].sum(axis=1), 1, atol=1e-5)
-    applied = [json.loads(r)["precision"] for r in read(out, "runs").settings]
+    applied = [json.loads(r)["precision"] for r in read_output(out, "runs").settings]
     assert applied == ["float32", "int8"]
 
 
@@ -191,10 +176,10 @@ def test_an_output_keeps_the_precision_auto_chose_first(tmp_path, make_image, ra
     make_image("in/1.png", size=(160, 300), faces=faces_at(2))
     again = run(run_cfg([tmp_path / "in"], out, model))
     assert (again.files_new, again.files_changed, again.files_unchanged) == (1, 0, 1)
-    assert [json.loads(r)["precision"] for r in read(out, "runs").settings] == ["float32"] * 2
+    assert [json.loads(r)["precision"] for r in read_output(out, "runs").settings] == ["float32"] * 2
     fresh = tmp_path / "fresh.parquet"  # a new output takes today's choice
     run(run_cfg([tmp_path / "in"], fresh, model))
-    assert json.loads(read(fresh, "runs").settings[0])["precision"] == "int8"
+    assert json.loads(read_output(fresh, "runs").settings[0])["precision"] == "int8"
 
 
 def test_csv_and_directory_outputs(tmp_path, make_image, make_video, random_model):
@@ -279,14 +264,14 @@ def test_run_writes_summary_timeline_segments_and_plots(tmp_path, make_video, ra
                faces_fn=lambda i, t: faces_at(1, t) if t < 1.0 or t >= 2.0 else [])
     out = tmp_path / "res.parquet"
     run(run_cfg([tmp_path / "in"], out, random_model, plots=tmp_path / "plots"))
-    tl = read(out, "timeline")
+    tl = read_output(out, "timeline")
     assert sorted(tl.bin_start.unique()) == [0.0, 1.0, 2.0]  # the empty second stays a bin
     empty = tl[tl.bin_start == 1.0]
     assert (empty.n_faces == 0).all()
-    summary = read(out, "summary")
+    summary = read_output(out, "summary")
     assert {"run", "folder", "file", "track"} <= set(summary.level)
     assert summary.loc[summary.level == "run", "faces"].item() == 10
-    segs = read(out, "segments")
+    segs = read_output(out, "segments")
     assert len(segs) >= 1 and (segs.duration_sec > 0).all()
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
     assert "run_shares.png" in pngs and any(n.startswith("timeline_talk.mp4") for n in pngs)
@@ -300,14 +285,14 @@ def test_real_media_end_to_end(tmp_path, copy_shared, random_model):
         copy_shared(rel, f"in/{rel}")
     out = tmp_path / "res.parquet"
     assert run(run_cfg([tmp_path / "in"], out, random_model, workers=1)).exit_code == 0
-    faces, files = read(out), read(out, "files").set_index("source")
+    faces, files = read_output(out), read_output(out, "files").set_index("source")
     per_file = faces.groupby("source").size()
     assert per_file["images/group_5_people.jpg"] >= 4
     assert files.loc["images/noface_mountain.jpg", "status"] == "no_face"
     rotated = faces[faces.source == "images/exif_orientation6_rotated_face.jpg"]
     assert len(rotated) == 1  # found only if decoded upright
     video = faces[faces.source == "videos/multi_person_stage_audience.mp4"]
-    frames = read(out, "frames")
+    frames = read_output(out, "frames")
     assert frames.t_sec.is_monotonic_increasing and frames.t_sec.is_unique
     # Nearly all tracked: a lone low-score detection starts no track (ByteTrack; issue 15).
     assert video.track_id.notna().mean() > 0.9 and video.track_id.nunique() >= 2
@@ -321,7 +306,7 @@ def test_failed_files_are_retried_only_when_asked(tmp_path, make_image, random_m
     bad.write_bytes(bad.read_bytes()[:80])  # a PNG header, then nothing: fails to decode
     out = tmp_path / "res.parquet"
     first = run(run_cfg([tmp_path / "in"], out, random_model))
-    assert first.exit_code == 1 and read(out, "files").set_index("source").status["cut.png"] == \
+    assert first.exit_code == 1 and read_output(out, "files").set_index("source").status["cut.png"] == \
         "error"
     second = run(run_cfg([tmp_path / "in"], out, random_model))
     assert second.files_unchanged == 2 and second.exit_code == 0  # not retried by default
@@ -358,7 +343,7 @@ def test_a_file_replaced_while_analysed_is_processed_again(tmp_path, make_image,
     # forever ("unchanged" on every rerun): the fingerprint was taken after decoding.
     from batchemo.engines import local
 
-    a = make_image("in/a.jpg", size=(200, 480), faces=faces_at(2, w=480))
+    a = make_image("in/a.jpg", size=(200, 480), faces=faces_at(2))
     b = make_image(tmp_path / "b.jpg", size=(160, 400))  # no faces, another width
     size = max(a.stat().st_size, b.stat().st_size)
     for f in (a, b):  # the same size: JPEG decoders ignore bytes after the end marker
@@ -374,12 +359,12 @@ def test_a_file_replaced_while_analysed_is_processed_again(tmp_path, make_image,
     monkeypatch.setattr(local, "extract", replaced_after_decoding)
     out = tmp_path / "res.parquet"
     first = run(run_cfg([tmp_path / "in"], out, random_model))
-    files = read(out, "files")
+    files = read_output(out, "files")
     assert first.exit_code == 1 and files.status.tolist() == ["error"]
-    assert "changed while it was being analysed" in files.error[0] and len(read(out)) == 0
+    assert "changed while it was being analysed" in files.error[0] and len(read_output(out)) == 0
     monkeypatch.undo()
     second = run(run_cfg([tmp_path / "in"], out, random_model))
-    files = read(out, "files")
+    files = read_output(out, "files")
     assert second.exit_code == 0 and second.files_changed == 1
     assert files.width.tolist() == [400] and files.status.tolist() == ["no_face"]
     third = run(run_cfg([tmp_path / "in"], out, random_model))
@@ -388,7 +373,7 @@ def test_a_file_replaced_while_analysed_is_processed_again(tmp_path, make_image,
 
 def test_a_folder_that_is_not_a_batchemo_output_is_refused(tmp_path, make_image, random_model):
     # Issue 28 item 3: an existing --out folder lost the files batchemo did not write.
-    make_image("in/a.png", size=(160, 200), faces=faces_at(1, w=200))
+    make_image("in/a.png", size=(160, 200), faces=faces_at(1))
     proj = tmp_path / "proj"
     theirs = {proj / "faces" / "my_annotations.parquet": b"1",
               proj / "frames" / "keyframes.parquet": b"2",
@@ -406,7 +391,7 @@ def test_a_folder_that_is_not_a_batchemo_output_is_refused(tmp_path, make_image,
 def test_a_batchemo_output_keeps_files_a_user_added_to_it(tmp_path, make_image, random_model):
     # Issue 28 item 3: recovery removed every unknown *.parquet in faces/ and frames/, the
     # small-table writer every part-*.parquet: never delete what the ledger did not record.
-    make_image("in/a.png", size=(160, 200), faces=faces_at(1, w=200))
+    make_image("in/a.png", size=(160, 200), faces=faces_at(1))
     out = tmp_path / "proj"
     assert run(run_cfg([tmp_path / "in"], out, random_model)).exit_code == 0
     theirs = [out / "faces" / "my_annotations.parquet", out / "frames" / "keyframes.parquet",
@@ -414,7 +399,7 @@ def test_a_batchemo_output_keeps_files_a_user_added_to_it(tmp_path, make_image, 
     for f in theirs:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"mine")
-    make_image("in/b.png", size=(160, 200), faces=faces_at(1, w=200))  # a rebuild is due
+    make_image("in/b.png", size=(160, 200), faces=faces_at(1))  # a rebuild is due
     again = run(run_cfg([tmp_path / "in"], out, random_model))
     assert again.exit_code == 0 and again.files_new == 1
     assert all(f.read_bytes() == b"mine" for f in theirs)
@@ -426,13 +411,13 @@ def test_the_same_root_given_three_ways_is_analysed_once(tmp_path, make_image, r
                                                          monkeypatch):
     # Issue 28, minor: `-i in -i in -i /abs/in` analysed each file three times and the closing
     # line counted 3x what the tables held.
-    make_image("in/a.png", size=(160, 200), faces=faces_at(1, w=200))
-    make_image("in/b.png", size=(160, 200), faces=faces_at(1, w=200))
+    make_image("in/a.png", size=(160, 200), faces=faces_at(1))
+    make_image("in/b.png", size=(160, 200), faces=faces_at(1))
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "res.parquet"
     res = run(run_cfg(["in", "in", tmp_path / "in"], out, random_model))
-    files = read(out, "files")
-    assert res.files_new == len(files) == 2 and res.faces == len(read(out)) == 2
+    files = read_output(out, "files")
+    assert res.files_new == len(files) == 2 and res.faces == len(read_output(out)) == 2
     assert set(files.root) == {"in"}
 
 
@@ -440,7 +425,7 @@ def test_a_noop_rerun_of_a_directory_output_without_videos_rebuilds_nothing(
         tmp_path, make_image, random_model):
     # Issue 28, minor: no frames/ folder (no videos) made every no-op rerun rewrite all
     # derived tables.
-    make_image("in/a.png", size=(160, 200), faces=faces_at(1, w=200))
+    make_image("in/a.png", size=(160, 200), faces=faces_at(1))
     out = tmp_path / "res"
     assert run(run_cfg([tmp_path / "in"], out, random_model)).exit_code == 0
     before = {p.relative_to(out) for p in out.rglob("*.parquet") if "runs" not in p.parts}
@@ -474,7 +459,7 @@ def test_files_seconds_is_work_not_queue_time(tmp_path, make_image, random_model
     workers = 1
     out = tmp_path / "res.parquet"
     res = run(run_cfg([tmp_path / "in"], out, random_model, workers=workers, batch_size=64))
-    seconds = read(out, "files").seconds
+    seconds = read_output(out, "files").seconds
     assert res.exit_code == 0 and len(seconds) == 30 and (seconds > 0).all()
     # The worker and the model (in this process) can at most both be busy the whole time.
     assert seconds.sum() <= spans[0] * (workers + 1) * 1.1

@@ -5,18 +5,14 @@ import dataclasses
 
 import pandas as pd
 import pytest
+from helpers import run_cfg
 
-from batchemo import RunConfig, run
 from batchemo import pipeline as pipeline_mod
+from batchemo import run
 from batchemo.config import RunConfig as Cfg
 from batchemo.output.ledger import Ledger
 from batchemo.output.tables import OutputPaths
 from batchemo.plan import extract_settings, settings_id
-
-
-def cfg_for(tmp_path, model, **kw):
-    return RunConfig(input=[str(tmp_path / "in")], out=tmp_path / "out.parquet", model=model,
-                     quiet=True, workers=0, fps=5, **kw)
 
 
 def test_plan_runs_once_per_run_first_run_and_rerun(tmp_path, make_image, make_video,
@@ -31,9 +27,9 @@ def test_plan_runs_once_per_run_first_run_and_rerun(tmp_path, make_image, make_v
         return real(*args, **kw)
 
     monkeypatch.setattr(pipeline_mod, "plan", counting)
-    first = run(cfg_for(tmp_path, random_model))
+    first = run(run_cfg([tmp_path / "in"], tmp_path / "out.parquet", random_model, fps=5))
     assert first.exit_code == 0 and first.files_new == 2 and len(calls) == 1
-    second = run(cfg_for(tmp_path, random_model))
+    second = run(run_cfg([tmp_path / "in"], tmp_path / "out.parquet", random_model, fps=5))
     assert second.files_unchanged == 2 and second.files_new == 0 and len(calls) == 2
 
 
@@ -69,7 +65,8 @@ def test_recovery_rebuilds_with_the_runs_bin_and_plots(tmp_path, make_video, ran
     without plots (the bug: recovery rebuilt with no settings and left the marker as it was)."""
     make_video("in/v.mp4", seconds=3, fps=10, size=(160, 200), faces_fn=lambda i, t: [(20, 40, 64)])
     plots = tmp_path / "plots"
-    cfg = cfg_for(tmp_path, random_model, timeline_bin=2.0, plots=plots)
+    cfg = run_cfg([tmp_path / "in"], tmp_path / "out.parquet", random_model, fps=5,
+                  timeline_bin=2.0, plots=plots)
     assert run(cfg).exit_code == 0
     paths = OutputPaths.from_out(cfg.out)
     tl = pd.read_parquet(paths.table("timeline"))

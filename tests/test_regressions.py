@@ -18,28 +18,14 @@ import pytest
 from click.testing import CliRunner
 from conftest import needs_shared
 from facedraw import draw_face
+from helpers import faces_at, read_output, run_cfg
 
-from batchemo import RunConfig, run
+from batchemo import run
 from batchemo.cli import main
 from batchemo.errors import ConfigError, OutputError
 from batchemo.output.ledger import Ledger
 from batchemo.output.tables import OutputPaths
 from batchemo.records import FileRow
-
-BIG = 64
-
-
-def faces_at(n, size=BIG):
-    return [(20 + i * (size + 30), 40, size) for i in range(n)]
-
-
-def cfg_for(inputs, out, model, **kw):
-    return RunConfig(input=[str(p) for p in inputs], out=out, model=model, quiet=True,
-                     workers=kw.pop("workers", 0), **kw)
-
-
-def read(out, table="faces"):
-    return pq.read_table(OutputPaths.from_out(out).table(table)).to_pandas()
 
 
 def ledger_rows(out):
@@ -73,22 +59,22 @@ def test_item1_class_set_change_drops_rows_of_other_classes_and_output_recovers(
     make_image("in2/c.png", size=(160, 200), faces=faces_at(1))
     out = tmp_path / "res.parquet"
     roots = [tmp_path / "in1", tmp_path / "in2"]
-    assert run(cfg_for(roots, out, random_model)).exit_code == 0
+    assert run(run_cfg(roots, out, random_model)).exit_code == 0
     (tmp_path / "in1/b.png").unlink()  # absent: its 7-class rows can never be redone
     # only in1 with the 3-class model: in2's c.png keeps 7-class rows, as after a kill -9
-    forced = run(cfg_for(roots[:1], out, three_class_model, force=True))
+    forced = run(run_cfg(roots[:1], out, three_class_model, force=True))
     assert forced.exit_code == 0
-    faces = read(out)
+    faces = read_output(out)
     assert [c for c in faces if c.startswith("p_")] == ["p_happy", "p_neutral", "p_sad"]
     assert sorted(faces.source) == ["a.png"]  # no row of another class set is mixed in
-    files = read(out, "files").set_index("source")
+    files = read_output(out, "files").set_index("source")
     assert "another model" in files.loc["b.png", "error"]
     assert "another model" in files.loc["c.png", "error"]
-    again = run(cfg_for(roots, out, three_class_model))  # recoverable by a plain run
+    again = run(run_cfg(roots, out, three_class_model))  # recoverable by a plain run
     assert again.exit_code == 0 and again.files_changed == 1  # c.png redone with 3 classes
-    assert sorted(read(out).source) == ["a.png", "c.png"]
-    pruned = run(cfg_for(roots, out, three_class_model, prune_deleted=True))
-    assert pruned.exit_code == 0 and sorted(read(out, "files").source) == ["a.png", "c.png"]
+    assert sorted(read_output(out).source) == ["a.png", "c.png"]
+    pruned = run(run_cfg(roots, out, three_class_model, prune_deleted=True))
+    assert pruned.exit_code == 0 and sorted(read_output(out, "files").source) == ["a.png", "c.png"]
 
 
 # -- 2. a missing or unreadable part sends its file back --------------------------------------
@@ -101,9 +87,9 @@ def test_item2_missing_or_truncated_part_reprocesses_its_file(tmp_path, make_ima
     make_image("in/b.png", size=(160, 200), faces=faces_at(2))
     make_video("in/v.mp4", seconds=1, fps=10, size=(160, 200), faces_fn=lambda i, t: faces_at(1))
     out = tmp_path / "res.parquet"
-    cfg = cfg_for([tmp_path / "in"], out, random_model)
+    cfg = run_cfg([tmp_path / "in"], out, random_model)
     run(cfg)
-    before = read(out).sort_values(["source", "frame_index", "face_index"])
+    before = read_output(out).sort_values(["source", "frame_index", "face_index"])
     rows = ledger_rows(out)
     parts = OutputPaths.from_out(out).state / "parts"
     victims = [parts / "faces" / f"{rows[(str(tmp_path / 'in'), 'b.png')].part}.parquet",
@@ -117,11 +103,11 @@ def test_item2_missing_or_truncated_part_reprocesses_its_file(tmp_path, make_ima
         again = run(cfg)
     assert again.exit_code == 0 and again.files_changed == 2 and again.files_unchanged == 1
     assert "processed again" in caplog.text
-    after = read(out).sort_values(["source", "frame_index", "face_index"])
+    after = read_output(out).sort_values(["source", "frame_index", "face_index"])
     assert after.groupby("source").size().to_dict() == before.groupby("source").size().to_dict()
-    files = read(out, "files").set_index("source")
+    files = read_output(out, "files").set_index("source")
     assert files.loc["b.png", "status"] == "ok" and files.loc["b.png", "faces"] == 2
-    assert len(read(out, "frames")) == 5
+    assert len(read_output(out, "frames")) == 5
     assert run(cfg).files_unchanged == 3  # and nothing keeps being redone
 
 
@@ -261,9 +247,9 @@ def test_item7_non_finite_fps_exits_2_and_leaves_nothing(tmp_path, make_image, v
 def test_item7_api_values_are_validated_too(tmp_path, make_image, random_model):
     make_image("in/a.png")
     with pytest.raises(ConfigError, match="--fps"):
-        run(cfg_for([tmp_path / "in"], tmp_path / "r.parquet", random_model, fps="fast"))
+        run(run_cfg([tmp_path / "in"], tmp_path / "r.parquet", random_model, fps="fast"))
     with pytest.raises(ConfigError, match="--batch-size"):
-        run(cfg_for([tmp_path / "in"], tmp_path / "r.parquet", random_model, batch_size=1.5))
+        run(run_cfg([tmp_path / "in"], tmp_path / "r.parquet", random_model, batch_size=1.5))
 
 
 def test_item7_a_run_that_cannot_start_leaves_no_state_folder(tmp_path, make_image):
@@ -352,7 +338,7 @@ def test_item9_sigterm_mid_run_counts_only_committed_files(tmp_path, make_image,
               (OutputPaths.from_out(out).state / "ledger.sqlite").exists() else False)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 2
-    runs, files = read(out, "runs"), read(out, "files")
+    runs, files = read_output(out, "runs"), read_output(out, "files")
     committed = int((files.run_id == runs.run_id.iat[-1]).sum())
     assert 2 <= committed < 8
     assert runs.files_new.iat[-1] + runs.files_changed.iat[-1] == committed
@@ -370,8 +356,8 @@ def test_item12_truncated_jpeg_and_video_are_used_with_a_warning_in_error(
     avi.write_bytes(avi.read_bytes()[: avi.stat().st_size // 2])
     make_video("in/whole.avi", 1.0, 10, size=(160, 200), codec="MJPG")
     out = tmp_path / "res.parquet"
-    assert run(cfg_for([tmp_path / "in"], out, random_model)).exit_code == 0
-    files = read(out, "files").set_index("source")
+    assert run(run_cfg([tmp_path / "in"], out, random_model)).exit_code == 0
+    files = read_output(out, "files").set_index("source")
     for name in ("cut.jpg", "cut.avi"):
         assert files.loc[name, "status"] in ("ok", "no_face")
         assert "truncated" in files.loc[name, "error"], name
@@ -384,8 +370,8 @@ def test_item12_truncated_real_mp4_is_used_with_a_warning(tmp_path, copy_shared,
     p = copy_shared("videos/closeup_changing_expression.mp4", "in/cut.mp4")  # index up front
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
     out = tmp_path / "res.parquet"
-    run(cfg_for([tmp_path / "in"], out, random_model, fps=1))
-    (row,) = read(out, "files").to_dict("records")
+    run(run_cfg([tmp_path / "in"], out, random_model, fps=1))
+    (row,) = read_output(out, "files").to_dict("records")
     assert row["status"] in ("ok", "no_face") and "truncated" in row["error"]
 
 
@@ -398,7 +384,7 @@ def test_item11_outputs_state_and_plots_inside_the_root_are_not_scanned(
     make_image("in/a.png", size=(160, 200), faces=faces_at(1))
     make_video("in/v.mp4", seconds=1, fps=10, size=(160, 200), faces_fn=lambda i, t: faces_at(1))
     out = f"{tmp_path / 'in' / out_name}"
-    cfg = cfg_for([tmp_path / "in"], out, random_model, plots=tmp_path / "in" / "plots")
+    cfg = run_cfg([tmp_path / "in"], out, random_model, plots=tmp_path / "in" / "plots")
     run(cfg)
     again = run(cfg)
     assert (again.files_unchanged, again.files_skipped, again.files_new) == (2, 0, 0)
@@ -421,7 +407,7 @@ def test_item15_csv_neutralises_formula_prefixes_parquet_keeps_names(tmp_path, m
     make_image(f"in/{evil}", size=(160, 200), faces=faces_at(1))
     make_image("in/@home.png", size=(160, 200))
     make_image("in/plain.png", size=(160, 200))
-    run(cfg_for([tmp_path / "in"], tmp_path / "r.csv", random_model))
+    run(run_cfg([tmp_path / "in"], tmp_path / "r.csv", random_model))
     for table in ("r.csv", "r.files.csv", "r.summary.csv"):
         with open(tmp_path / table, newline="") as fh:
             cells = [c for row in csv.reader(fh) for c in row]
@@ -429,8 +415,8 @@ def test_item15_csv_neutralises_formula_prefixes_parquet_keeps_names(tmp_path, m
         assert any(c.startswith("'=HYPERLINK") for c in cells), table
     files = pd.read_csv(tmp_path / "r.files.csv")
     assert sorted(files.source) == sorted(["'" + evil, "'@home.png", "plain.png"])
-    run(cfg_for([tmp_path / "in"], tmp_path / "r.parquet", random_model))
-    assert evil in set(read(tmp_path / "r.parquet", "files").source)
+    run(run_cfg([tmp_path / "in"], tmp_path / "r.parquet", random_model))
+    assert evil in set(read_output(tmp_path / "r.parquet", "files").source)
 
 
 # -- 4. text from the data is drawn literally ---------------------------------------------------
@@ -446,7 +432,7 @@ def test_item4_dollar_signs_in_names_draw_literally_in_plots_and_report(tmp_path
     assert r.exit_code == 0, (r.output, r.exception)
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("timeline_*.png"))
     assert len(pngs) == 1 and "price" in pngs[0]
-    assert len(read(out, "runs")) == 1
+    assert len(read_output(out, "runs")) == 1
     r = CliRunner().invoke(main, ["report", str(out), "-o", str(tmp_path / "report.html")])
     assert r.exit_code == 0, (r.output, r.exception)
     assert "price $5 or $x_{$ (bad math).mp4" in (tmp_path / "report.html").read_text()
@@ -477,13 +463,13 @@ def test_item5_non_utf8_names_stay_distinct_and_are_not_reprocessed(tmp_path, ma
         p = make_image(f"{n}.png", size=(160, 240), faces=faces_at(n))
         os.rename(p, os.path.join(raw, byte + b".png"))
     out = tmp_path / "res.parquet"
-    cfg = cfg_for([tmp_path / "in"], out, random_model)
+    cfg = run_cfg([tmp_path / "in"], out, random_model)
     assert run(cfg).exit_code == 0
-    faces = read(out)
+    faces = read_output(out)
     assert faces.groupby("source").size().to_dict() == {"\\xfe.png": 2, "\\xff.png": 1}
     again = run(cfg)
     assert again.files_unchanged == 2 and again.files_new + again.files_changed == 0
-    assert len(read(out)) == 3
+    assert len(read_output(out)) == 3
 
 
 # -- 14. symlinks: each real file once --------------------------------------------------------
@@ -497,9 +483,9 @@ def test_item14_file_symlinks_are_followed_once_by_real_path(tmp_path, make_imag
     os.symlink(tmp_path / "outside" / "o.png", root / "b_out.png")  # out of the root
     os.symlink(tmp_path / "outside" / "o.png", root / "c_out_again.png")  # same file again
     out = tmp_path / "res.parquet"
-    assert run(cfg_for([root], out, random_model)).exit_code == 0
-    assert read(out).groupby("source").size().to_dict() == {"b_out.png": 2, "real/r.png": 1}
-    files = read(out, "files").set_index("source")
+    assert run(run_cfg([root], out, random_model)).exit_code == 0
+    assert read_output(out).groupby("source").size().to_dict() == {"b_out.png": 2, "real/r.png": 1}
+    files = read_output(out, "files").set_index("source")
     assert files.loc["a_link.png", "status"] == "skipped"
     assert "real/r.png" in files.loc["a_link.png", "error"]
     assert files.loc["c_out_again.png", "status"] == "skipped"
@@ -549,8 +535,8 @@ def test_item19_frames_total_is_estimated_from_the_headers(tmp_path, make_image,
 def test_item19_csv_and_parquet_outputs_in_one_folder_keep_separate_states(
         tmp_path, make_image, random_model):
     make_image("in/a.png", size=(160, 200), faces=faces_at(1))
-    pq_cfg = cfg_for([tmp_path / "in"], tmp_path / "results.parquet", random_model)
-    csv_cfg = cfg_for([tmp_path / "in"], tmp_path / "results.csv", random_model)
+    pq_cfg = run_cfg([tmp_path / "in"], tmp_path / "results.parquet", random_model)
+    csv_cfg = run_cfg([tmp_path / "in"], tmp_path / "results.csv", random_model)
     assert run(pq_cfg).files_new == 1
     assert run(csv_cfg).files_new == 1  # its own state: the CSV tables get written
     assert len(pd.read_csv(tmp_path / "results.csv")) == 1
@@ -560,7 +546,7 @@ def test_item19_csv_and_parquet_outputs_in_one_folder_keep_separate_states(
 
 def test_item19_a_csv_output_keeps_its_old_state_folder(tmp_path, make_image, random_model):
     make_image("in/a.png", size=(160, 200), faces=faces_at(1))
-    cfg = cfg_for([tmp_path / "in"], tmp_path / "results.csv", random_model)
+    cfg = run_cfg([tmp_path / "in"], tmp_path / "results.csv", random_model)
     run(cfg)
     (tmp_path / "results.csv.batchemo").rename(tmp_path / "results.batchemo")  # as before
     assert run(cfg).files_unchanged == 1
@@ -624,8 +610,8 @@ def test_item10_format_is_recognised_and_decoded(every_format, name):
 def test_item10_every_format_gives_face_rows_and_non_media_is_skipped(every_format, tmp_path,
                                                                       random_model):
     out = tmp_path / "res.parquet"
-    assert run(cfg_for([every_format], out, random_model, fps=5)).exit_code == 0
-    files = read(out, "files").set_index("source")
+    assert run(run_cfg([every_format], out, random_model, fps=5)).exit_code == 0
+    files = read_output(out, "files").set_index("source")
     assert files.loc["song.ogg", "status"] == "skipped"
     assert files.loc["notes.txt", "status"] == "skipped"
     media = files.drop(index=["song.ogg", "notes.txt"])
@@ -666,12 +652,12 @@ def test_item18_noop_rerun_does_not_load_the_model(tmp_path, make_image, make_vi
               for name in ("faces", "files", "summary", "timeline")}
     noop = _noop_rerun(tmp_path / "in", out, random_model)
     assert noop == {**noop, "tf": False, "unchanged": 2, "code": 0}
-    assert len(read(out, "runs")) == 2  # the run is recorded
+    assert len(read_output(out, "runs")) == 2  # the run is recorded
     after = {name: OutputPaths.from_out(out).table(name).stat().st_mtime_ns for name in before}
     assert after == before  # nothing else to rewrite
     os.utime(tmp_path / "in/a.png", (1e9, 1e9))  # same content, new mtime: still no model
     assert _noop_rerun(tmp_path / "in", out, random_model)["tf"] is False
-    assert run(cfg_for([tmp_path / "in"], out, random_model, fps=2)).files_changed == 2
+    assert run(run_cfg([tmp_path / "in"], out, random_model, fps=2)).files_changed == 2
 
 
 @needs_shared

@@ -8,16 +8,12 @@ import os
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from helpers import run_cfg
 
 from batchemo import RunConfig, run
 from batchemo.media.scan import scan
 from batchemo.output.tables import OutputPaths
 from batchemo.plan import own_paths
-
-
-def cfg_for(tmp_path, out, model, **kw) -> RunConfig:
-    return RunConfig(input=[str(tmp_path / "in")], out=str(out), model=model, quiet=True,
-                     workers=0, **kw)
 
 
 def sources(out) -> list[str]:
@@ -33,7 +29,7 @@ def test_item8_output_in_the_input_root_is_not_scanned(tmp_path, make_image, mak
     # every faces/part-… `skipped` rows, and the files table grew by stale rows every run.
     make_image("in/a.png", size=(160, 200), faces=[(40, 40, 64)])
     make_video("in/v.mp4", 1, 10, size=(120, 160))
-    cfg = cfg_for(tmp_path, tmp_path / out_name, random_model)
+    cfg = run_cfg([tmp_path / "in"], tmp_path / out_name, random_model)
     first = run(cfg)
     assert (first.files_new, first.files_skipped) == (2, 0)
     for _ in range(2):
@@ -48,7 +44,7 @@ def test_item8_plots_in_the_input_root_are_not_analysed(tmp_path, make_image, ma
     make_image("in/a.png", size=(160, 200), faces=[(40, 40, 64)])
     make_video("in/v.mp4", 1, 10, size=(120, 160))
     out = tmp_path / "r.parquet"
-    cfg = cfg_for(tmp_path, out, random_model, plots=str(tmp_path / "in"))
+    cfg = run_cfg([tmp_path / "in"], out, random_model, plots=str(tmp_path / "in"))
     run(cfg)
     written = sorted(p.name for p in (tmp_path / "in").glob("*.png"))
     assert "run_shares.png" in written and any(n.startswith("timeline_") for n in written)
