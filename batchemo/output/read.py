@@ -77,20 +77,34 @@ def _summary_classes(paths: OutputPaths) -> list[str]:
     return [c[2:] for c in names if c.startswith("p_")]
 
 
+# The columns a table must have for the commands to mean anything; a declared column not listed
+# may be absent (a hand-made or older table; readers look before they use one).
+REQUIRED = {
+    "faces": ("root", "source", "media_type", "frame_index", "t_sec", "x", "y", "w", "h",
+              "emotion", "confidence"),
+    "frames": ("root", "source", "frame_index", "t_sec"),
+    "files": ("root", "source"),
+    "runs": ("run_id",),
+}
+
+
 def checked(table: pa.Table, name: str, path: Path) -> pa.Table:
-    """`table` with its declared columns cast to the types batchemo writes them with; a missing
-    column, one of another kind (text where numbers belong) or a time that is not a finite
-    number of seconds is a ConfigError naming the file and column."""
+    """`table` with its declared columns cast to the types batchemo writes them with. A required
+    column missing, a column of another kind (text where numbers belong) or a time that is not
+    a finite number of seconds is a ConfigError naming the file and column."""
     declared = declared_schema(name, table.column_names)
     if declared is None:
         return table
-    missing = [n for n in declared.names if n not in table.column_names]
+    required = REQUIRED.get(name, declared.names)
+    missing = [n for n in required if n not in table.column_names]
     if name == "faces" and not any(n.startswith("p_") for n in table.column_names):
         missing.append("p_<class> (one per class)")
     if missing:
         raise ConfigError(f"{path}: not a batchemo {name} table: no column "
                           f"{', '.join(missing)}")
     for field in declared:
+        if field.name not in table.column_names:
+            continue
         col = table[field.name]
         if not _same_kind(col.type, field.type):
             raise ConfigError(f"{path}: column {field.name} holds {col.type}, where batchemo "

@@ -115,7 +115,6 @@ def train(cfg: TrainConfig) -> dict:
         raise DatasetError("no training data given (--data)")
     if cfg.keep_init and not cfg.init:
         raise ConfigError("--keep-init mixes the --init weights back in: give --init")
-    keras = import_keras()
     size = INPUT_SIZE[cfg.arch]
     train_s, val_s, test_s, val_how = load_splits(cfg, size)
     if len(train_s.classes) < 2:  # issue 28 item 10: trained a 1-class model, exit 0
@@ -124,6 +123,7 @@ def train(cfg: TrainConfig) -> dict:
     log.info("train %d, val %d (%s), test %s", len(train_s), len(val_s), val_how,
              len(test_s) if test_s else "none")
     targets = label_targets(cfg, train_s)
+    keras = import_keras()  # after the data's checks: a bad input is told without this wait
 
     if cfg.precision == "auto":
         cfg = dataclasses.replace(cfg, precision="mixed_bfloat16" if native_bfloat16()
