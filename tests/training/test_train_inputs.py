@@ -99,3 +99,14 @@ def test_run_with_a_nan_model_exits_2_and_writes_no_rows(tmp_path, make_image, n
                                   "--precision", "float32", "--quiet", "--workers", "0"])
     assert r.exit_code == 2 and "non-finite" in r.output, (r.output, r.exception)
     assert not (tmp_path / "r.parquet").exists()
+
+
+# Issue 28 item 6, int8: quantising NaN weights gives finite (uniform, meaningless) int8 outputs
+# that no probe can tell from a model's, so the float model is probed before it is quantised.
+def test_quantize_refuses_a_non_finite_model(nan_model):
+    from batchemo.model import quantize
+
+    faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48, 1), np.uint8)
+    with pytest.raises(ModelError, match="non-finite probabilities"):
+        quantize(nan_model, faces, n=8)
+    assert not nan_model.with_name("nan.int8.tflite").exists()
