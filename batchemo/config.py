@@ -100,7 +100,8 @@ class TrainConfig:
                        "resampling (gather: one interpolation instead of three, no per-image "
                        "work; for GPU backends, where the layers ran at CPU speed).",
                        choices=AUGMENTS)
-    seed: int = opt(1337, "Random seed (weights, shuffling, augmentation, splits).")
+    seed: int = opt(1337, "Random seed (weights, shuffling, augmentation, splits).", min=0,
+                    max=2**32 - 1)  # NumPy's seeds are 32-bit
     work_dir: Path | None = opt(None, "Checkpoints and backups, so a killed training resumes "
                                 "(default: ~/.cache/batchemo/train/<out name>).")
     license: str = opt("", "Terms of the training data, recorded in the model card.")

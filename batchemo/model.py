@@ -346,8 +346,8 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
     if precision == "auto" and meta.get("int8") and not native_bfloat16():
         precision = "int8"
     if precision == "int8":  # LiteRT alone: TensorFlow is not imported
-        return LoadedModel(None, classes, size, model_id, path, meta, "int8",
-                           _int8_predict(path, meta))
+        return _probed(LoadedModel(None, classes, size, model_id, path, meta, "int8",
+                                   _int8_predict(path, meta)))
     keras = import_keras()
     try:
         km = keras.saving.load_model(path, compile=False)
@@ -367,4 +367,20 @@ def load_model(path: Path | str | None = None, precision: str = "float32") -> Lo
             fast = None
     # bf16 is only a speed-up: never a reason to refuse a model
     precision = "bfloat16" if fast is not None else "float32"
-    return LoadedModel(km if fast is None else fast, classes, size, model_id, path, meta, precision)
+    return _probed(LoadedModel(km if fast is None else fast, classes, size, model_id, path, meta,
+                               precision))
+
+
+def _probed(model: LoadedModel) -> LoadedModel:
+    """`model`, once its probabilities for a fixed probe face are finite (issue 28 item 6: a
+    model with NaN weights passed every check and labelled every face "angry"). One batch."""
+    yy, xx = np.mgrid[:model.input_size, :model.input_size] / model.input_size
+    face = 128 + 60 * np.cos(6 * xx) * np.sin(5 * yy)  # smooth shading, fixed
+    x = face[None, ..., None].astype(np.float32)
+    # Keras: one eager call (0.3 s here), not predict_on_batch, which traces a graph for it
+    probs = model.int8(x) if model.int8 is not None else \
+        np.asarray(model.keras_model(x, training=False))
+    if not np.isfinite(probs).all():
+        raise ModelError(f"{model.path}: gives non-finite probabilities ({model.precision}); the "
+                         "model is broken (retrain it, or use another)")
+    return model

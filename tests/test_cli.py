@@ -64,3 +64,10 @@ def test_shipped_job_files_are_valid(job):
         assert 0 < cfg.degrade < step7a.degrade and cfg.keep_init == 0.3 and not step7a.keep_init
         assert cfg.soft_labels.name == "ferplus_votes.csv"
         assert cfg.out.name == "fer2013-default.keras"
+
+
+# Issue 28 item 10: `train --seed -1` and `--seed 5000000000` were ValueError tracebacks (exit 1).
+@pytest.mark.parametrize("seed", ["-1", "5000000000"])
+def test_train_seed_out_of_range_exits_2(tmp_path, seed):
+    r = CliRunner().invoke(main, ["train", "--data", str(tmp_path), "--seed", seed])
+    assert r.exit_code == 2 and "--seed" in r.output, (r.output, r.exception)

@@ -262,7 +262,9 @@ def _write_groups(w: pq.ParquetWriter, schema: pa.Schema, batches: list[pa.Recor
 
 # A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) in a file
 # name): in CSV such text gets a leading apostrophe, as OWASP advises. Parquet keeps it verbatim.
-_FORMULA_START = "^[=+\\-@\t\r]"
+# Text that already starts with an apostrophe gets one too, so reading can undo the guard exactly.
+_FORMULA_START = "^[=+\\-@\t\r']"
+_GUARDED = "^'[=+\\-@\t\r']"
 
 
 def csv_safe(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -277,13 +279,43 @@ def csv_safe(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
 
 
-def read_table(path: Path) -> pa.Table:
-    """Read a table written by batchemo (Parquet file, CSV file, or a dataset folder)."""
+def csv_unguarded(table: pa.Table) -> pa.Table:
+    """`table` (read from a CSV batchemo wrote) with csv_safe's apostrophes taken off again."""
+    for i, col in enumerate(table.columns):
+        if pa.types.is_string(col.type) and len(col):
+            guarded = pc.fill_null(pc.match_substring_regex(col, _GUARDED), False)
+            if pc.any(guarded).as_py():
+                col = pc.if_else(guarded, pc.utf8_slice_codeunits(col, 1), col)
+                table = table.set_column(i, table.field(i), col)
+    return table
+
+
+def declared_schema(name: str, columns: Iterable[str]) -> pa.Schema | None:
+    """The schema batchemo writes table `name` with (None for a table it has no constant for),
+    its classes taken from the `p_<class>` columns present."""
+    classes = [c[2:] for c in columns if c.startswith("p_")]
+    return {"faces": faces_schema(classes), "frames": FRAMES_SCHEMA, "files": FILES_SCHEMA,
+            "runs": RUNS_SCHEMA, "segments": SEGMENTS_SCHEMA,
+            "summary": summary_schema(classes)}.get(name)
+
+
+def read_table(path: Path, name: str | None = None) -> pa.Table:
+    """Read a table written by batchemo (Parquet file, CSV file, or a dataset folder). A CSV is
+    read with the declared schema of table `name` (every column typed as written: a folder
+    named `01` stays the text "01", `inF` stays text) and its formula guard undone."""
     path = Path(path)
     if path.is_dir():
         import pyarrow.dataset as ds
 
         return ds.dataset(path, format="parquet").to_table()
-    if path.suffix.lower() == ".csv":
-        return pacsv.read_csv(path)
-    return pq.read_table(path)
+    if path.suffix.lower() != ".csv":
+        return pq.read_table(path)
+    with open(path, "rb") as fh:  # the header says which classes (p_ columns) it holds
+        header = pacsv.open_csv(fh).schema.names
+    declared = declared_schema(name, header) if name else None
+    types = {c: declared.field(c).type if c in declared.names else pa.string()
+             for c in header} if declared else {}  # nothing guessed from text
+    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+        column_types=types, null_values=[""], strings_can_be_null=True,
+        quoted_strings_can_be_null=False))  # the writer: null → empty, "" → quoted
+    return csv_unguarded(table)

@@ -197,9 +197,14 @@ def vote_counts(path: Path, split: Split) -> tuple[np.ndarray, tuple[str, ...]]:
         raise DatasetError(f"{path}: cannot read votes ({e.strerror})") from None
     known = set(ALIASES.values()) | {"contempt", "unknown", "nf"}
     columns = [f for f in fields if canonical_label(f) in known]
-    if "file" not in fields or not any(canonical_label(f) in split.classes for f in columns):
+    missing = [c for c in split.classes if c not in {canonical_label(f) for f in columns}]
+    if "file" not in fields or missing:
         raise DatasetError(f"{path}: a votes CSV needs a `file` column and a count column per "
-                           f"class (found {', '.join(fields)})")
+                           f"class (found {', '.join(fields)}; no column for "
+                           f"{', '.join(missing) or 'file'})")
+    for line_no, row in enumerate(rows, start=2):  # every row: a bad count anywhere is a bad file
+        for c in columns:
+            _check_count(path, line_no, c, row[c])
     by_tail: dict[str, dict | None] = {}
     for row in rows:  # every tail of the path, so `train/angry/x.jpg` matches `angry/x.jpg`
         parts = Path(row["file"]).parts
@@ -209,9 +214,26 @@ def vote_counts(path: Path, split: Split) -> tuple[np.ndarray, tuple[str, ...]]:
     out = np.full((len(split), len(columns)), np.nan, np.float32)
     for n, name in enumerate(split.names):
         row = by_tail.get(Path(name).as_posix())
-        if row is not None and all(row[c] != "" for c in columns):
+        if row is not None and not any(_blank(row[c]) for c in columns):
             out[n] = [float(row[c]) for c in columns]
     return out, tuple(canonical_label(c) for c in columns)
+
+
+def _blank(value: str | None) -> bool:
+    return value is None or not value.strip()  # None: a row shorter than the header
+
+
+def _check_count(path: Path, line_no: int, column: str, value: str | None) -> None:
+    """A vote count is empty (no votes) or a finite number ≥ 0: `inf` trained a NaN model."""
+    if _blank(value):
+        return
+    try:
+        count = float(value)
+    except ValueError:
+        count = None
+    if count is None or not np.isfinite(count) or count < 0:
+        raise DatasetError(f"{path}:{line_no}: column {column} holds {value!r}; a vote count is "
+                           "a finite number of votes, 0 or more")
 
 
 def load_votes(path: Path, split: Split) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from batchemo._util.tf import import_keras
 from batchemo.config import TrainConfig
-from batchemo.errors import ConfigError, DatasetError
+from batchemo.errors import BatchemoError, ConfigError, DatasetError
 from batchemo.model import (
     INPUT_SIZE,
     build,
@@ -115,12 +115,15 @@ def train(cfg: TrainConfig) -> dict:
         raise DatasetError("no training data given (--data)")
     if cfg.keep_init and not cfg.init:
         raise ConfigError("--keep-init mixes the --init weights back in: give --init")
-    keras = import_keras()
     size = INPUT_SIZE[cfg.arch]
     train_s, val_s, test_s, val_how = load_splits(cfg, size)
+    if len(train_s.classes) < 2:  # issue 28 item 10: trained a 1-class model, exit 0
+        raise DatasetError(f"{cfg.data}: one class ({', '.join(train_s.classes)}); a classifier "
+                           "needs at least two")
     log.info("train %d, val %d (%s), test %s", len(train_s), len(val_s), val_how,
              len(test_s) if test_s else "none")
     targets = label_targets(cfg, train_s)
+    keras = import_keras()  # after the data's checks: a bad input is told without this wait
 
     if cfg.precision == "auto":
         cfg = dataclasses.replace(cfg, precision="mixed_bfloat16" if native_bfloat16()
@@ -163,7 +166,7 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how, targets) -> dict:
     # Keras backs up no random state, so a resumed run seeded as at epoch 0 would replay the first
     # epochs' shuffle order and augmentation draws: the seed moves on with the epochs done.
     done = _epochs_done(history) if history.is_file() else 0
-    seed = cfg.seed + done
+    seed = (cfg.seed + done) % 2**32  # NumPy's seeds are 32-bit
     if done:
         log.info("resuming after %d epochs (seed %d)", done, seed)
     keras.utils.set_random_seed(seed)
@@ -200,9 +203,10 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how, targets) -> dict:
         keras.callbacks.BackupAndRestore(str(work / "backup")),
         checkpoint,
         keras.callbacks.CSVLogger(str(history), append=True),
+        keras.callbacks.TerminateOnNaN(),  # and refuse_non_finite below says so
     ]
     started = time.time()
-    fitted.fit(
+    fit = fitted.fit(
         _batches(keras, train_s, cfg.batch_size, seed, shuffle=True, targets=targets),
         validation_data=_batches(keras, val_s, 512, cfg.seed, shuffle=False),
         epochs=cfg.epochs,
@@ -212,6 +216,7 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how, targets) -> dict:
         shuffle=False,  # Batches reshuffles each epoch (seeded)
         verbose=1 if sys.stdout.isatty() else 2,
     )
+    refuse_non_finite(None, fit.history.get("loss", []))
     if best.is_file():
         fitted.load_weights(str(best))  # the student shares its layers with `fitted`
     if start_weights is not None:
@@ -263,11 +268,24 @@ def finish(cfg: TrainConfig, model, train_s: Split, val_s: Split, test_s: Split 
         test["split"] = str(cfg.test or Path(cfg.data) / "test") + (
             f" ({cfg.test_only})" if cfg.test_only else "")
         meta["test"] = test
+    refuse_non_finite(model, [])
     card = save_artifact(model, Path(cfg.out), meta)
     if cfg.int8:
         card["int8"] = quantize(card["path"], train_s.x, seed=cfg.seed)
     shutil.copyfile(history, Path(card["path"]).with_suffix(".history.csv"))
     return card
+
+
+def refuse_non_finite(model, losses: list[float]) -> None:
+    """Write no model whose training loss or weights are not finite (issue 28 item 6: a NaN
+    model, exit 0, then NaN probabilities for every face in `run`)."""
+    bad_loss = next((float(v) for v in losses if not np.isfinite(v)), None)
+    bad_weights = model is not None and not all(np.isfinite(w).all() for w in model.get_weights())
+    if bad_loss is not None or bad_weights:
+        what = f"the training loss became {bad_loss}" if bad_loss is not None else \
+            "the trained weights are not finite"
+        raise BatchemoError(f"training diverged ({what}); no model written. Check the data and "
+                            "labels (or --soft-labels votes), or lower --lr")
 
 
 def recalibrate_batchnorm(model, x: np.ndarray, batch_size: int = 256, seed: int = 0) -> int:

@@ -157,3 +157,41 @@ def test_votes_csv_without_class_columns_is_refused(tmp_path):
     (tmp_path / "v.csv").write_text("file,foo\nhappy/img_0.png,1\n")
     with pytest.raises(DatasetError, match="count column"):
         load_votes(tmp_path / "v.csv", load_folder(tmp_path, 48))
+
+
+# Issue 28 item 6: `inf` in a vote column trained a NaN model with exit 0; `many` was a traceback;
+# a negative count said "no row matches a training file"; `file,neutral` alone was accepted.
+@pytest.mark.parametrize("value, line", [("inf", 3), ("many", 3), ("-2", 3), ("nan", 3)])
+def test_every_vote_count_is_a_finite_number_0_or_more(tmp_path, value, line):
+    write_tree(tmp_path / "train", {"Happiness": 1, "Sadness": 1})
+    s = load_folder(tmp_path / "train", 48)
+    votes = _votes_csv(tmp_path / "votes.csv", [
+        ("data/train/Happiness/img_0.png", "2,6,0,0,0,0,0,0,2,0"),
+        ("data/train/Sadness/img_0.png", f"1,0,0,{value},0,0,0,0,0,0"),
+        ("data/train/Sadness/img_9.png", "1,0,0,9,0,0,0,0,0,0"),  # no such face: still checked
+    ])
+    for read in (load_votes, majority_labels):
+        with pytest.raises(DatasetError, match=rf"votes\.csv:{line}: column sadness holds "
+                                               rf"'{value}'"):
+            read(votes, s)
+
+
+def test_a_vote_row_for_no_training_face_is_checked_too(tmp_path):
+    write_tree(tmp_path / "train", {"happy": 1, "sad": 1})
+    (tmp_path / "v.csv").write_text("file,happy,sad\nhappy/img_0.png,1,0\nelse/x.png,1,inf\n")
+    with pytest.raises(DatasetError, match=r"v\.csv:3: column sad"):
+        load_votes(tmp_path / "v.csv", load_folder(tmp_path / "train", 48))
+
+
+def test_votes_csv_needs_a_column_for_every_class(tmp_path):
+    write_tree(tmp_path, {"happy": 1, "neutral": 1})
+    (tmp_path / "v.csv").write_text("file,neutral\nhappy/img_0.png,3\n")
+    with pytest.raises(DatasetError, match="no column for happy"):
+        load_votes(tmp_path / "v.csv", load_folder(tmp_path, 48))
+
+
+def test_blank_vote_cells_mean_no_votes(tmp_path):
+    write_tree(tmp_path, {"happy": 1, "sad": 1})
+    (tmp_path / "v.csv").write_text("file,happy,sad\nhappy/img_0.png, ,\nsad/img_0.png,0,4\n")
+    v = load_votes(tmp_path / "v.csv", load_folder(tmp_path, 48))
+    assert np.isnan(v[0]).all() and v[1].tolist() == [0.0, 1.0]
