@@ -24,6 +24,28 @@ SHARED = ROOT.parent / "shared"
 CLIP = SHARED / "media" / "videos" / "closeup_changing_expression.mp4"  # 19.7 s, 640x360 H.264
 
 
+def cpu_line() -> str:
+    """The CPU's model name and the flags that pick kernels here (AVX2, AVX-512, bf16)."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+
+    def has(*names: str) -> str:
+        return "yes" if any(n in flags for n in names) else "no"
+
+    return (f"CPU: {model}, {os.cpu_count()} logical CPUs; AVX2 {has('avx2')}, AVX-512 "
+            f"{has('avx512f')}, bf16 {has('avx512_bf16', 'amx_bf16')}")
+
+
 def cache_dir() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     d = base / "batchemo-bench"
@@ -281,7 +303,9 @@ def run_measured(cmd: list[str], cwd: Path = ROOT, interval: float = 0.05,
     return {"wall": wall, "rc": proc.returncode, "stderr": b"".join(err).decode(errors="replace"),
             "tree_peak": poller.peak, "peak_parts": poller.peak_parts,
             "tree_pss_peak": poller.pss_peak,
-            "maxrss_single": usage.ru_maxrss * 1024, "procs": poller.max_procs, "poller": poller}
+            "maxrss_single": usage.ru_maxrss * 1024, "procs": poller.max_procs, "poller": poller,
+            # CPU seconds of the child and the descendants it waited for (workers are joined)
+            "cpu": usage.ru_utime + usage.ru_stime}
 
 
 def mib(b: float) -> float:
