@@ -90,6 +90,7 @@ def test_load_model_refuses_a_mismatched_card(trained, tmp_path):
         load_model(tmp_path / "m.keras")
 
 
+@pytest.mark.slow  # trains a model
 def test_seed_architecture_on_six_class_subset(tmp_path, train_seed):
     root = write_tree(tmp_path / "d", {c: 6 for c in ("Anger", "Disgust", "Fear", "Happy",
                                                       "Sadness", "Surprise", "neutral")})
@@ -323,6 +324,7 @@ def test_evaluate_scores_degraded_faces_and_ferplus_majorities(trained, tmp_path
     assert degrade(x, "16px").shape == x.shape and not np.array_equal(degrade(x, "16px"), x)
 
 
+@pytest.mark.slow  # trains a model
 def test_keep_init_mixes_the_starting_weights_back(trained, tmp_path):
     from batchemo.errors import ConfigError
     from batchemo.training.train import mix_back
@@ -350,6 +352,7 @@ def test_keep_init_mixes_the_starting_weights_back(trained, tmp_path):
                           work_dir=tmp_path / "w2"))
 
 
+@pytest.mark.slow  # trains a model
 def test_int8_copy_predicts_like_the_float32_model(trained, tmp_path):
     cfg, _ = trained
     with pytest.raises(ModelError, match="no int8 copy"):
