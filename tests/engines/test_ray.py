@@ -361,7 +361,8 @@ def test_a_file_that_keeps_killing_its_worker_becomes_an_error_row(tmp_path, mak
     for _ in range(engine.MAX_CRASHES):  # as if decoding file 0 had killed its worker twice
         local_ray.get(attempts.start.remote(0))
     batch = {"idx": np.array([0]), "item": np.array([pickle.dumps(item)], dtype=object)}
-    rows = list(engine._detect_crop(batch, {"name": "haar"}, 48, 0.1, 5.0, 16, attempts))
+    settings = extract_settings(RunConfig(detector="haar"))  # _detect_crop's typed seam
+    rows = list(engine._detect_crop(batch, settings, 48, 16, attempts))
     assert [r["kind"].tolist() for r in rows] == [[engine.DONE]]
     # The driver leaves out what the crashed attempts sent, before the closing row or after it.
     earlier = engine._chunk_rows(0, [SimpleNamespace(frame_index=0, t_sec=None, boxes=[],
