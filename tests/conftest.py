@@ -320,3 +320,11 @@ def _no_error_logs(request, caplog):
     if errors:
         pytest.fail("logged at ERROR (mark the test logs_errors if expected): "
                     + "; ".join(f"{r.name}: {r.getMessage()}" for r in errors[:3]), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def train_seed() -> int:
+    """The seed every training test trains (and draws its faces) with: TrainConfig's default
+    1337, shifted by BATCHEMO_TEST_SEED (default 0). Training tests must pass for any shift:
+    `BATCHEMO_TEST_SEED=3 pytest tests/training` checks that an outcome is not a lucky draw."""
+    return 1337 + int(os.environ.get("BATCHEMO_TEST_SEED", "0"))

@@ -40,13 +40,27 @@ def distiller(keras, student, cfg: TrainConfig, classes: tuple[str, ...]):
             self.add_loss(cfg.distill * ops.mean(ce))
             return probs
 
+    class TeachersGuess(keras.layers.Layer):
+        """The teachers' mean prediction, always in inference mode. A functional model hands its
+        own `training` flag to every layer whose call takes one, overriding an explicit
+        training=False, so teachers called directly in the graph ran with dropout on while the
+        student trained, and guessed one class for every face (issue 29 item 1). This call takes
+        no `training`, and its explicit training=False reaches the teachers."""
+
+        def __init__(self, models, **kwargs):
+            super().__init__(**kwargs)
+            self.models = models
+
+        def call(self, faces):
+            return ops.mean(ops.stack([t(faces, training=False) for t in self.models]), axis=0)
+
     from batchemo.training.augment import augmentation
 
     inputs = keras.Input(student.input_shape[1:], name="face")
     x = inputs
     for layer in augmentation(cfg.augment if cfg.arch == "default" else "none"):
         x = layer(x)
-    guess = ops.mean(ops.stack([t(x, training=False) for t in teachers]), axis=0)
+    guess = TeachersGuess(teachers, trainable=False)(x)
     seen = degrader(cfg)(x) if cfg.degrade else x  # the teachers see the clean face
     return keras.Model(inputs, Distil(dtype="float32")(student(seen), guess)), cards
 

@@ -1,7 +1,9 @@
 """--engine ray: same rows as the local engine, same ledger semantics, a clear message without Ray.
 
-Ray runs locally here (2 CPUs, no dashboard, session folders in a temporary folder that is
-removed); tests end it with ray.shutdown(), never `ray stop` (that stops every cluster of the user).
+Each test that starts Ray runs in a pytest of its own (`own_ray`, tests/engines/conftest.py), with
+a private local Ray (2 CPUs, no dashboard, session folders in a temporary folder of its own that is
+removed), so a Ray that dies fails that test, not the suite; tests end it with ray.shutdown(),
+never `ray stop` (that stops every cluster of the user).
 The multi-node test starts a real two-node cluster (`ray start --block`, one CPU each, own ports
 and temp folders) and stops its nodes by SIGTERM.
 """
@@ -37,6 +39,7 @@ from batchemo.output.tables import OutputPaths
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 BIG = 64  # faces this big are found by every BlazeFace model (tests/facedraw.py)
 UNTIMED = ["run_id", "seconds", "model_id"]
+RAY_CHILD = "BATCHEMO_RAY_CHILD"  # set by tests/engines/conftest.py in the pytest that runs it
 KEYS = {"faces": ["root", "source", "frame_index", "face_index"],
         "frames": ["root", "source", "frame_index"], "files": ["root", "source"]}
 
@@ -66,24 +69,23 @@ def make_archive(make_image, make_video, make_text_as_jpg):
     make_text_as_jpg("in/broken.jpg").with_name("notes.srt").write_text("1\n")
 
 
-@pytest.fixture(scope="module")
-def _ray_module():
-    ray = pytest.importorskip("ray")
-    # Short and private: Ray's unix sockets live in it (a path limit), and it is removed after.
-    temp = tempfile.mkdtemp(prefix="batchemo-test-ray-")
-    yield ray, temp
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
-
-
 @pytest.fixture
-def local_ray(_ray_module):
-    """A local Ray shared by this module's tests (restarted if a test shut it down)."""
-    ray, temp = _ray_module
-    if not ray.is_initialized():
+def local_ray():
+    """A private local Ray for this one test, started in its own pytest (an `own_ray` test; the
+    parent pytest, which only waits for that child, gets None)."""
+    ray = pytest.importorskip("ray")
+    if os.environ.get(RAY_CHILD) != "1":
+        yield None
+        return
+    # Short and private: Ray's unix sockets live in it (a path limit), and it is removed after.
+    temp = tempfile.mkdtemp(prefix="bt-ray-")
+    try:
         ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp,
                  object_store_memory=256 << 20, log_to_driver=False)
-    return ray
+        yield ray
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_without_ray_the_message_says_how_to_install(tmp_path, make_image, random_model,
@@ -101,6 +103,7 @@ def test_without_ray_the_message_says_how_to_install(tmp_path, make_image, rando
 
 
 @pytest.mark.slow
+@pytest.mark.own_ray
 def test_ray_rows_equal_local_rows(tmp_path, make_image, make_video, make_text_as_jpg,
                                    random_model, local_ray):
     make_archive(make_image, make_video, make_text_as_jpg)
@@ -120,6 +123,7 @@ def test_ray_rows_equal_local_rows(tmp_path, make_image, make_video, make_text_a
 
 
 @pytest.mark.slow
+@pytest.mark.own_ray
 def test_ray_actors_run_the_int8_copy_the_driver_chose(tmp_path, make_image, random_model,
                                                        local_ray):
     from batchemo.model import quantize
@@ -139,6 +143,7 @@ def test_ray_actors_run_the_int8_copy_the_driver_chose(tmp_path, make_image, ran
 
 
 @pytest.mark.slow
+@pytest.mark.own_ray
 def test_ray_reruns_are_incremental(tmp_path, make_image, make_video, make_text_as_jpg,
                                     random_model, local_ray):
     make_archive(make_image, make_video, make_text_as_jpg)
@@ -165,10 +170,11 @@ def test_ray_reruns_are_incremental(tmp_path, make_image, make_video, make_text_
 
 
 @pytest.mark.slow
+@pytest.mark.own_ray
 def test_engine_starts_and_removes_its_own_local_ray(tmp_path, make_image, random_model,
-                                                     monkeypatch, _ray_module):
-    ray, _ = _ray_module
-    ray.shutdown()  # the engine starts Ray only when nobody in this process has
+                                                     monkeypatch):
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized()  # the engine starts Ray only when nobody in this process has
     temp = tempfile.mkdtemp(prefix="bt-")  # short: Ray's sockets go below it
     monkeypatch.setattr(tempfile, "tempdir", temp)
     from batchemo import pipeline
@@ -342,6 +348,7 @@ def test_ray_address_flag_then_ray_address_then_a_private_ray(flag, env, address
 
 
 @pytest.mark.slow
+@pytest.mark.own_ray
 def test_a_file_that_keeps_killing_its_worker_becomes_an_error_row(tmp_path, make_image,
                                                                     local_ray):
     from batchemo.engines import ray as engine
@@ -354,7 +361,8 @@ def test_a_file_that_keeps_killing_its_worker_becomes_an_error_row(tmp_path, mak
     for _ in range(engine.MAX_CRASHES):  # as if decoding file 0 had killed its worker twice
         local_ray.get(attempts.start.remote(0))
     batch = {"idx": np.array([0]), "item": np.array([pickle.dumps(item)], dtype=object)}
-    rows = list(engine._detect_crop(batch, {"name": "haar"}, 48, 0.1, 5.0, 16, attempts))
+    settings = extract_settings(RunConfig(detector="haar"))  # _detect_crop's typed seam
+    rows = list(engine._detect_crop(batch, settings, 48, 16, attempts))
     assert [r["kind"].tolist() for r in rows] == [[engine.DONE]]
     # The driver leaves out what the crashed attempts sent, before the closing row or after it.
     earlier = engine._chunk_rows(0, [SimpleNamespace(frame_index=0, t_sec=None, boxes=[],
@@ -372,3 +380,54 @@ def test_a_file_that_keeps_killing_its_worker_becomes_an_error_row(tmp_path, mak
     [res] = list(engine._collect(ds, job, seen))
     assert res.error == "decoding it killed the Ray worker 2 times"
     assert res.frames == [] and res.faces == [] and sum(seen.files.values()) == 1
+
+
+KILL_DEMO = "BATCHEMO_RAY_KILL_DEMO"
+
+
+@pytest.mark.own_ray(timeout=300)
+@pytest.mark.skipif(os.environ.get(KILL_DEMO) != "1",
+                    reason="run by test_a_dead_raylet_fails_its_test_and_the_suite_goes_on")
+def test_ray_test_whose_raylet_is_killed(local_ray):
+    import psutil
+
+    raylets = [p for p in psutil.Process().children(recursive=True) if p.name() == "raylet"]
+    assert raylets, "no raylet under this test's own Ray"
+    for p in raylets:
+        p.kill()
+
+    @local_ray.remote
+    def one():
+        return 1
+
+    # Ray's health check declares the node dead within about a minute; Ray then ends this
+    # process ("Terminate the process"), as it ended the whole pytest before issue 29.
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        big = local_ray.put(np.zeros(1 << 20))  # through the plasma store, as rows are
+        with contextlib.suppress(local_ray.exceptions.GetTimeoutError):
+            local_ray.get([one.remote(), big], timeout=5)
+    pytest.fail("Ray went on without its raylet")
+
+
+@pytest.mark.own_ray(timeout=300)
+@pytest.mark.skipif(os.environ.get(KILL_DEMO) != "1",  # the other Ray tests cover this
+                    reason="run by test_a_dead_raylet_fails_its_test_and_the_suite_goes_on")
+def test_a_private_ray_runs_a_task(local_ray):
+    assert local_ray.get(local_ray.remote(lambda: 41).remote()) + 1 == 42
+
+
+@pytest.mark.slow
+def test_a_dead_raylet_fails_its_test_and_the_suite_goes_on():
+    # Issue 29 item 2: a Ray test lost its raylet and Ray ended the pytest process: exit 1, no
+    # summary. Now that test fails, the other Ray test passes and pytest prints its summary.
+    pytest.importorskip("ray")
+    here = Path(__file__)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        f"{here}::test_ray_test_whose_raylet_is_killed",
+                        f"{here}::test_a_private_ray_runs_a_task"],
+                       cwd=here.parents[2], env={**os.environ, KILL_DEMO: "1"},
+                       capture_output=True, text=True, timeout=1200)
+    assert re.search(r"^1 failed, 1 passed in ", r.stdout, re.M), r.stdout[-4000:]
+    assert "FAILED tests/engines/test_ray.py::test_ray_test_whose_raylet_is_killed" in r.stdout
+    assert "Ray test" in r.stdout, r.stdout[-4000:]  # the parent's message names what died

@@ -40,10 +40,10 @@ def _faces_tree(root: Path, n=24, seed=0):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = _faces_tree(tmp_path_factory.mktemp("data"))
+def trained(tmp_path_factory, train_seed):
+    root = _faces_tree(tmp_path_factory.mktemp("data"), seed=train_seed)
     out = tmp_path_factory.mktemp("model") / "tiny.keras"
-    cfg = TrainConfig(data=root, out=out, epochs=3, batch_size=16, lr=0.05,
+    cfg = TrainConfig(data=root, out=out, epochs=3, batch_size=16, lr=0.05, seed=train_seed,
                       work_dir=tmp_path_factory.mktemp("work"), test_only="PrivateTest_*")
     return cfg, train(cfg)
 
@@ -90,11 +90,12 @@ def test_load_model_refuses_a_mismatched_card(trained, tmp_path):
         load_model(tmp_path / "m.keras")
 
 
-def test_seed_architecture_on_six_class_subset(tmp_path):
+@pytest.mark.slow  # trains a model
+def test_seed_architecture_on_six_class_subset(tmp_path, train_seed):
     root = write_tree(tmp_path / "d", {c: 6 for c in ("Anger", "Disgust", "Fear", "Happy",
                                                       "Sadness", "Surprise", "neutral")})
     meta = train(TrainConfig(data=root, out=tmp_path / "seed.keras", arch="seed", epochs=1,
-                             batch_size=8, work_dir=tmp_path / "w", tta=False,
+                             batch_size=8, work_dir=tmp_path / "w", tta=False, seed=train_seed,
                              classes=["angry", "disgust", "fear", "happy", "sad", "surprise"]))
     m = load_model(tmp_path / "seed.keras")
     assert m.classes == ("angry", "disgust", "fear", "happy", "sad", "surprise")
@@ -103,12 +104,12 @@ def test_seed_architecture_on_six_class_subset(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_at_its_last_epoch(tmp_path):
-    root = _faces_tree(tmp_path / "data", n=60)
+def test_killed_training_resumes_at_its_last_epoch(tmp_path, train_seed):
+    root = _faces_tree(tmp_path / "data", n=60, seed=train_seed)
     work, out = tmp_path / "work", tmp_path / "m.keras"
     cmd = [sys.executable, "-m", "batchemo", "train", "-d", str(root), "-o", str(out),
            "--epochs", "6", "--batch-size", "8", "--work-dir", str(work), "--precision",
-           "float32"]
+           "float32", "--seed", str(train_seed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history = work / "history.csv"
     deadline = time.time() + 240
@@ -121,7 +122,7 @@ def test_killed_training_resumes_at_its_last_epoch(tmp_path):
     assert 2 <= done_before < 6 and not out.exists()
     resumed = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
     # with new shuffle and augmentation draws, not a replay of the first epochs'
-    assert f"resuming after {done_before} epochs (seed {1337 + done_before})" in resumed.stderr
+    assert f"resuming after {done_before} epochs (seed {train_seed + done_before})" in resumed.stderr
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(history))]
     assert epochs == list(range(6)), "resumed run repeats or skips epochs"
     assert json.loads(out.with_suffix(".json").read_text())["epochs_trained"] == 6
@@ -133,14 +134,20 @@ def test_init_continues_from_an_artifact_with_a_fresh_history(trained, tmp_path)
     work = tmp_path / "w"
     work.mkdir()
     (work / "history.csv").write_text("epoch,accuracy,val_accuracy\n0,1.0,1.0\n")  # a finished run
+    # Calibration off: a second temperature fit would rescale the (already calibrated) logits on
+    # purpose, and that, not the training, moved probabilities 0.88 -> 0.98 (issue 29 item 1).
+    # Same seed: the same training faces, so the same recomputed BatchNorm statistics.
     second = train(TrainConfig(data=cfg.data, out=tmp_path / "next.keras", init=cfg.out, epochs=1,
-                               batch_size=16, lr=1e-6, work_dir=work, test_only="PrivateTest_*"))
+                               batch_size=16, lr=1e-6, work_dir=work, test_only="PrivateTest_*",
+                               calibrate=False, seed=cfg.seed))
     assert second["initialised_from"]["model_id"] == first["model_id"]
     assert second["epochs_trained"] == 1  # the stale history row was not counted
-    # With a negligible learning rate the continued model still predicts like its start.
+    assert second["temperature"] is None
+    # With a negligible learning rate (a few steps of 1e-6) the continued model predicts as its
+    # start did: equal up to float noise, far below the 0.01 allowed.
     x = np.random.default_rng(2).integers(0, 256, (8, 48, 48, 1)).astype(np.uint8)
     a, b = predict_probs(load_model(cfg.out), x), predict_probs(load_model(tmp_path / "next.keras"), x)
-    assert np.array_equal(a.argmax(1), b.argmax(1)) and np.abs(a - b).max() < 0.05
+    assert np.abs(a - b).max() < 0.01, np.abs(a - b).max()
 
 
 def test_init_refuses_a_model_of_other_classes(trained, tmp_path):
@@ -208,9 +215,10 @@ def test_recalibrated_batchnorm_holds_the_statistics_of_clean_faces():
 
 
 @pytest.mark.slow
-def test_gather_augmentation_trains_and_learns(tmp_path):
-    root = _faces_tree(tmp_path / "data")
+def test_gather_augmentation_trains_and_learns(tmp_path, train_seed):
+    root = _faces_tree(tmp_path / "data", seed=train_seed)
     cfg = TrainConfig(data=root, out=tmp_path / "g.keras", epochs=3, batch_size=16, lr=0.05,
+                      seed=train_seed,
                       work_dir=tmp_path / "work", test_only="PrivateTest_*", augment="gather")
     card = train(cfg)
     assert card["config"]["augment"] == "gather" and card["test"]["accuracy"] > 0.5
@@ -224,7 +232,9 @@ def test_distillation_follows_the_teachers_not_the_labels(trained, tmp_path):
     cfg, teacher = trained
     # The same faces with happy and sad labels swapped: a student taught only by the (correct)
     # teacher must still tell them apart the right way round on the unswapped test faces.
-    root = _faces_tree(tmp_path / "data")
+    # Distillation once ran its teachers with dropout on (a functional model overrides their
+    # training=False) and the student learnt one class: accuracy 1/3 (issue 29 item 1).
+    root = _faces_tree(tmp_path / "data", seed=cfg.seed)
     train_dir = root / "train"
     (train_dir / "Happiness").rename(train_dir / "tmp")
     (train_dir / "Sadness").rename(train_dir / "Happiness")
@@ -232,7 +242,7 @@ def test_distillation_follows_the_teachers_not_the_labels(trained, tmp_path):
     student = train(TrainConfig(data=root, out=tmp_path / "s.keras", epochs=3, batch_size=16,
                                 lr=0.05, work_dir=tmp_path / "w", test_only="PrivateTest_*",
                                 val=root / "test",  # validation held out of train is swapped
-                                teachers=[cfg.out], distill=1.0))
+                                teachers=[cfg.out], distill=1.0, seed=cfg.seed))
     assert student["distilled_from"]["weight"] == 1.0
     assert student["distilled_from"]["teachers"][0]["model_id"] == teacher["model_id"]
     assert student["test"]["accuracy"] > 0.6, student["test"]
@@ -248,10 +258,10 @@ def _swap_happy_and_sad(train_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_soft_labels_and_degraded_faces_train_from_the_votes(tmp_path):
+def test_soft_labels_and_degraded_faces_train_from_the_votes(tmp_path, train_seed):
     # Folder labels swap happy and sad; the votes CSV tells the truth. With --soft-weight 1 the
     # student must learn the votes, through degraded faces, and then classify clean faces right.
-    root = _faces_tree(tmp_path / "data")
+    root = _faces_tree(tmp_path / "data", seed=train_seed)
     _swap_happy_and_sad(root / "train")
     votes = ["file,neutral,happiness,sadness,unknown"]  # Happiness/ now holds the sad faces
     for label, column in (("Happiness", "0,0,9,1"), ("Sadness", "0,9,0,1"), ("neutral", "8,0,0,2")):
@@ -261,7 +271,7 @@ def test_soft_labels_and_degraded_faces_train_from_the_votes(tmp_path):
                              lr=0.05, work_dir=tmp_path / "w", test_only="PrivateTest_*",
                              val=root / "test",  # validation held out of train would be swapped
                              soft_labels=tmp_path / "votes.csv", soft_weight=1.0, degrade=0.5,
-                             augment="gather"))
+                             augment="gather", seed=train_seed))
     assert card["test"]["accuracy"] > 0.6, card["test"]
     assert card["soft_labels"] == {"votes": str(tmp_path / "votes.csv"), "weight": 1.0}
     assert card["degradation"]["p_resize"] == 0.5 and list(card["degradation"]["sizes"]) == [12, 48]
@@ -314,6 +324,7 @@ def test_evaluate_scores_degraded_faces_and_ferplus_majorities(trained, tmp_path
     assert degrade(x, "16px").shape == x.shape and not np.array_equal(degrade(x, "16px"), x)
 
 
+@pytest.mark.slow  # trains a model
 def test_keep_init_mixes_the_starting_weights_back(trained, tmp_path):
     from batchemo.errors import ConfigError
     from batchemo.training.train import mix_back
@@ -329,7 +340,7 @@ def test_keep_init_mixes_the_starting_weights_back(trained, tmp_path):
     # Trained hard away from the start, then 99 % of the start mixed back: it predicts like it.
     card = train(TrainConfig(data=cfg.data, out=tmp_path / "k.keras", init=cfg.out, epochs=1,
                              batch_size=16, lr=0.5, work_dir=tmp_path / "w", keep_init=0.99,
-                             test_only="PrivateTest_*"))
+                             test_only="PrivateTest_*", seed=cfg.seed))
     assert card["init_weights_kept"] == 0.99
     def last_conv(model):
         return [la for la in model.layers if type(la).__name__ == "Conv2D"][-1].get_weights()[0]
@@ -341,13 +352,17 @@ def test_keep_init_mixes_the_starting_weights_back(trained, tmp_path):
                           work_dir=tmp_path / "w2"))
 
 
+@pytest.mark.slow  # trains a model
 def test_int8_copy_predicts_like_the_float32_model(trained, tmp_path):
     cfg, _ = trained
     with pytest.raises(ModelError, match="no int8 copy"):
         load_model(cfg.out, "int8")
     out = tmp_path / "q.keras"
+    # A small learning rate: the model stays the confident one it started as, so int8 rounding
+    # cannot flip a near-tie (this test is about the int8 copy, not about training).
     card = train(TrainConfig(data=cfg.data, out=out, init=cfg.out, epochs=1, batch_size=16,
-                             work_dir=tmp_path / "w", test_only="PrivateTest_*", int8=True))
+                             lr=1e-4, work_dir=tmp_path / "w", test_only="PrivateTest_*",
+                             int8=True, seed=cfg.seed))
     assert card["int8"]["file"] == "q.int8.tflite" and (tmp_path / "q.int8.tflite").is_file()
     assert json.loads(out.with_suffix(".json").read_text())["int8"] == card["int8"]
     q, ref = load_model(out, "int8"), load_model(out, "float32")
