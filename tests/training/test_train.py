@@ -295,7 +295,8 @@ def test_fitted_temperature_lowers_log_loss_and_keeps_the_top_class(trained):
     before, top_before = log_loss()
     t = fit_temperature(model, val, tta=True)
     after, top_after = log_loss()
-    assert after <= before + 1e-6 and np.array_equal(top_before, top_after)
+    # 1.0 is on the fitting grid, so only float32 rounding (folded weights) can raise the loss
+    assert after <= before + 1e-5 and np.array_equal(top_before, top_after)
     assert t != 1.0 or after == pytest.approx(before)
 
 
