@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from ray_isolation import pytest_pyfunc_call  # noqa: F401 (the hook: Ray tests in their own pytest)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MEDIA = SHARED / "media"

@@ -1,6 +1,6 @@
 """--engine ray: same rows as the local engine, same ledger semantics, a clear message without Ray.
 
-Each test that starts Ray runs in a pytest of its own (`own_ray`, tests/engines/conftest.py), with
+Each test that starts Ray runs in a pytest of its own (`own_ray`, tests/ray_isolation.py), with
 a private local Ray (2 CPUs, no dashboard, session folders in a temporary folder of its own that is
 removed), so a Ray that dies fails that test, not the suite; tests end it with ray.shutdown(),
 never `ray stop` (that stops every cluster of the user).
@@ -39,7 +39,7 @@ from batchemo.output.tables import OutputPaths
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 BIG = 64  # faces this big are found by every BlazeFace model (tests/facedraw.py)
 UNTIMED = ["run_id", "seconds", "model_id"]
-RAY_CHILD = "BATCHEMO_RAY_CHILD"  # set by tests/engines/conftest.py in the pytest that runs it
+RAY_CHILD = "BATCHEMO_RAY_CHILD"  # set by tests/ray_isolation.py in the pytest that runs it
 KEYS = {"faces": ["root", "source", "frame_index", "face_index"],
         "frames": ["root", "source", "frame_index"], "files": ["root", "source"]}
 

@@ -1,4 +1,6 @@
-"""Ray tests run each in a pytest of their own (issue 29 item 2).
+"""Ray tests run each in a pytest of their own (issue 29 item 2). A plugin, not a conftest.py of
+tests/engines: test modules import `conftest` by name, and a second conftest.py would shadow the
+first; tests/conftest.py imports the hook below.
 
 A Ray driver whose raylet dies is ended by Ray itself ("Node is dead because the health check
 failed ... Terminate the process"): in the pytest process that took the whole suite down with no
