@@ -34,6 +34,17 @@ def read_output(out: Path, name: str = "faces") -> pd.DataFrame:
     return pq.read_table(OutputPaths.from_out(out).table(name)).to_pandas()
 
 
+def ledger_rows(out: Path) -> dict:
+    """The ledger's file rows of an output, by (root, source)."""
+    from batchemo.output.ledger import Ledger
+
+    ledger = Ledger(OutputPaths.from_out(out).state)
+    try:
+        return ledger.files()
+    finally:
+        ledger.close()
+
+
 def comparable(df: pd.DataFrame) -> pd.DataFrame:
     """Rows sorted by (root, source, frame_index, face_index), run and timing columns left out."""
     keys = [k for k in ROW_KEYS if k in df]

@@ -13,21 +13,11 @@ import time
 import pytest
 from click.testing import CliRunner
 from conftest import needs_shared
-from helpers import faces_at, read_output, run_cfg
+from helpers import faces_at, ledger_rows, read_output, run_cfg
 
 from batchemo import run
 from batchemo.cli import main
-from batchemo.output.ledger import Ledger
 from batchemo.output.tables import OutputPaths
-
-
-def ledger_rows(out):
-    ledger = Ledger(OutputPaths.from_out(out).state)
-    try:
-        return ledger.files()
-    finally:
-        ledger.close()
-
 
 # -- 3. workers exit when their parent is killed ----------------------------------------------
 

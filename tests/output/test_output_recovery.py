@@ -8,19 +8,10 @@ import logging
 
 import pandas as pd
 import pytest
-from helpers import faces_at, read_output, run_cfg
+from helpers import faces_at, ledger_rows, read_output, run_cfg
 
 from batchemo import run
-from batchemo.output.ledger import Ledger
 from batchemo.output.tables import OutputPaths
-
-
-def ledger_rows(out):
-    ledger = Ledger(OutputPaths.from_out(out).state)
-    try:
-        return ledger.files()
-    finally:
-        ledger.close()
 
 
 @pytest.fixture(scope="module")
