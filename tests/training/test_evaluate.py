@@ -107,3 +107,40 @@ def test_unknown_degradation_is_refused(smooth_faces):
 
     with pytest.raises(DatasetError, match="unknown degradation 'blur'"):
         degrade(smooth_faces, "mouth+blur")
+
+
+@pytest.mark.slow  # converts a model to int8 (about 10 s)
+def test_evaluate_resolves_auto_precision_as_run_does_and_auto_is_the_default(
+        random_model, tmp_path, monkeypatch):
+    # Issue 29: evaluate defaulted to float32 where `run`'s auto used the int8 copy, so the two
+    # reported different numbers on a CPU without native bf16. Both now go through load_model.
+    import shutil
+
+    import cv2
+
+    import batchemo.model as model_module
+    from batchemo.config import EvaluateConfig
+    from batchemo.model import load_model, quantize
+    from batchemo.training.evaluate import evaluate
+
+    model = tmp_path / "m.keras"
+    shutil.copyfile(random_model, model)
+    shutil.copyfile(random_model.with_suffix(".json"), model.with_suffix(".json"))
+    rng = np.random.default_rng(3)
+    faces = rng.integers(0, 256, (40, 48, 48, 1)).astype(np.uint8)
+    quantize(model, faces, n=20)
+    for i, face in enumerate(faces[:12]):
+        folder = tmp_path / "data" / ("happy", "sad")[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i}.png"), face[..., 0])
+    cfg = EvaluateConfig(data=tmp_path / "data", model=model)
+    assert cfg.precision == "auto"
+
+    monkeypatch.setattr(model_module, "native_bfloat16", lambda: False)  # an AVX2-only CPU
+    assert evaluate(cfg)["precision"] == load_model(model, "auto").precision == "int8"
+    monkeypatch.setattr(model_module, "native_bfloat16", lambda: True)  # bf16, found not faster
+    monkeypatch.setattr(model_module, "_bfloat16_pays_off", lambda *a: False)
+    assert evaluate(cfg)["precision"] == load_model(model, "auto").precision == "float32"
+    forced = EvaluateConfig(data=tmp_path / "data", model=model, precision="float32")
+    monkeypatch.setattr(model_module, "native_bfloat16", lambda: False)
+    assert evaluate(forced)["precision"] == "float32"
