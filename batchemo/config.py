@@ -65,6 +65,17 @@ class TrainConfig:
                          "gamma/contrast follow at proportional rates (0 = off). With --teachers "
                          "only the student sees the degraded face; the teachers see it clean.",
                          min=0.0, max=1.0)
+    # Issue 31 item 3: what faces in talking-head and crowd video add (augment.FaceVideo). Like
+    # --degrade, only the student sees them when there are teachers.
+    occlude: float = opt(0.0, "Chance that a training face's lower face (mouth and chin) is "
+                         "covered with its mean grey or blurred away, so brows and eyes carry "
+                         "weight (0 = off).", min=0.0, max=1.0)
+    motion_blur: float = opt(0.0, "Chance that a training face is motion-blurred (a box blur "
+                             "over 3-13 px, vertical three times in four; 0 = off).",
+                             min=0.0, max=1.0)
+    pitch: float = opt(0.0, "Chance that a training face is turned -5 to 25 degrees down, as "
+                       "walkers' and readers' faces are (evaluate's `pitch` is 20; 0 = off).",
+                       min=0.0, max=1.0)
     soft_labels: Path | None = opt(None, "A votes CSV (`file` + one count column per class, e.g. "
                                    "FER+'s ferplus_votes.csv): each face's vote distribution is "
                                    "mixed into its label target by --soft-weight.")
