@@ -65,6 +65,17 @@ class TrainConfig:
                          "gamma/contrast follow at proportional rates (0 = off). With --teachers "
                          "only the student sees the degraded face; the teachers see it clean.",
                          min=0.0, max=1.0)
+    # Issue 31 item 3: what faces in talking-head and crowd video add (augment.FaceVideo). Like
+    # --degrade, only the student sees them when there are teachers.
+    occlude: float = opt(0.0, "Chance that a training face's lower face (mouth and chin) is "
+                         "covered with its mean grey or blurred away, so brows and eyes carry "
+                         "weight (0 = off).", min=0.0, max=1.0)
+    motion_blur: float = opt(0.0, "Chance that a training face is motion-blurred (a box blur "
+                             "over 3-13 px, vertical three times in four; 0 = off).",
+                             min=0.0, max=1.0)
+    pitch: float = opt(0.0, "Chance that a training face is turned -5 to 25 degrees down, as "
+                       "walkers' and readers' faces are (evaluate's `pitch` is 20; 0 = off).",
+                       min=0.0, max=1.0)
     soft_labels: Path | None = opt(None, "A votes CSV (`file` + one count column per class, e.g. "
                                    "FER+'s ferplus_votes.csv): each face's vote distribution is "
                                    "mixed into its label target by --soft-weight.")
@@ -128,14 +139,20 @@ class EvaluateConfig:
     tta: bool = opt(True, "Average predictions over the face and its mirror image where the model "
                     "is unsure, as `run` does (the card's threshold; every face for older cards).")
     batch_size: int = opt(256, "Inference batch size.", min=1, max=8192)
-    precision: str = opt("float32", "Inference precision: float32 (the reference), bfloat16, "
-                         "int8 (the model's int8 copy, if it has one) or auto (as `run` chooses: "
-                         "bfloat16 where the CPU has it natively, else int8 or float32).",
+    # auto by default, resolved by model.load_model as `run` resolves it (issue 29): evaluate
+    # then scores what `run` predicts with on this machine, and the report says which it was.
+    precision: str = opt("auto", "Inference precision: auto (as `run` chooses on this machine: "
+                         "bfloat16 where the CPU has it natively and it is faster, else the "
+                         "model's int8 copy where it has one, else float32; the report's "
+                         "`precision` says which), float32 (the reference), bfloat16 or int8.",
                          choices=PRECISIONS)
     degrade: list[str] = opt([], "Also score the faces degraded as small or compressed faces in "
                              "video are (repeat for several): Npx = downscaled to NxN (area) and "
-                             "back (linear), jpegQ = JPEG at quality Q; reports accuracy kept as "
-                             "a share of clean and each class's predicted-share growth.",
+                             "back (linear), jpegQ = JPEG at quality Q, mouth = rows 32-47, "
+                             "columns 10-37 (of 48) filled with the face's mean grey, motion = "
+                             "vertical box blur of 9 px, pitch = the face turned 20 degrees down "
+                             "(evaluate.pitch_homography); reports accuracy kept as a share of "
+                             "clean and each class's predicted-share growth.",
                              multiple=True, choices=DEGRADATIONS)
     labels: str = opt("original", "Score against the folders' labels, or the FER+ majority of "
                       "10 annotators (--votes; ties and majorities for contempt, unknown or "

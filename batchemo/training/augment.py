@@ -15,6 +15,7 @@ import numpy as np
 
 from batchemo._util.tf import import_keras
 from batchemo.model import augmentation as model_augmentation
+from batchemo.training.evaluate import PITCH_CAMERA, PITCH_SHIFT
 
 keras = import_keras()
 ops = keras.ops
@@ -27,13 +28,21 @@ def affine_resample(x, angle, scale, shift_x, shift_y, mirror):
     scale < 1 zooms in and a positive shift moves the content right/down; `mirror` is −1 (flip
     left-right) or 1. Bilinear; outside the image the nearest edge pixel is repeated.
     """
-    b, h, w, c = ops.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+    h, w = x.shape[1], x.shape[2]
     rows, cols = ops.meshgrid(ops.arange(h, dtype="float32") - (h - 1) / 2,
                               ops.arange(w, dtype="float32") - (w - 1) / 2, indexing="ij")
     cos, sin = ops.cos(angle) * scale, ops.sin(angle) * scale
     cols = cols * mirror
     src_x = cos * cols - sin * rows + (w - 1) / 2 - shift_x
     src_y = sin * cols + cos * rows + (h - 1) / 2 - shift_y
+    return bilinear_sample(x, src_x, src_y)
+
+
+def bilinear_sample(x, src_x, src_y):
+    """Images `x` (B, H, W, C) sampled at source columns `src_x` and rows `src_y` (each (B, H, W)
+    or broadcastable to it): bilinear; outside the image the nearest edge pixel is repeated."""
+    b, h, w, c = ops.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+    src_x, src_y = src_x + ops.zeros((b, h, w)), src_y + ops.zeros((b, h, w))
     x0, y0 = ops.floor(src_x), ops.floor(src_y)
     fx, fy = (src_x - x0)[..., None], (src_y - y0)[..., None]
     flat = ops.reshape(x, (b, h * w, c))
@@ -192,6 +201,110 @@ class FaceDegrade(keras.layers.Layer):
         blocks = ops.matmul(ops.matmul(ops.transpose(c), coef), c)
         out = ops.reshape(ops.transpose(blocks, (0, 1, 3, 2, 4)), (b, size, size))
         return ops.round(ops.clip(out + 128, 0, 255))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), **self.settings}
+
+
+def _box_matrix(size: int, length: int) -> np.ndarray:
+    """(size, size) matrix B with B·v = v averaged over `length` (odd) neighbours, borders
+    reflected as OpenCV's default (BORDER_REFLECT_101): cv2.filter2D with a length x 1 box."""
+    out = np.zeros((size, size))
+    for i in range(size):
+        for k in range(-(length // 2), length // 2 + 1):
+            j = abs(i + k)  # reflect 101 at both ends
+            out[i, j if j < size else 2 * (size - 1) - j] += 1 / length
+    return out
+
+
+def _gauss_matrix(size: int, sigma: float) -> np.ndarray:
+    grid = np.arange(size)
+    g = np.exp(-np.square(grid[:, None] - grid[None, :]) / (2 * sigma ** 2))
+    return g / g.sum(1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="batchemo")
+class FaceVideo(keras.layers.Layer):
+    """What faces in talking-head and crowd video add to FaceDegrade's, drawn per face; identity
+    at inference (issue 31 item 3, so brows and eyes carry weight when the mouth moves):
+
+    - head pitch (chance `p_pitch`): the face turned `pitch_deg` degrees (a (low, high) range;
+      positive = down) as evaluate.pitch_homography defines it (`evaluate --degrade pitch` is
+      20 degrees);
+    - lower-face occlusion (chance `p_mouth`): a box from row `mouth_top` x size to the bottom,
+      columns `mouth_left` to `mouth_right` x size (ranges), filled with the face's mean grey
+      (chance `p_fill`, as `evaluate --degrade mouth`) or else blurred away (Gaussian, 4 px);
+    - motion blur (chance `p_motion`): a box blur over `motion_px` (odd lengths in the range)
+      rows (vertical, chance `p_vertical`) or columns, OpenCV's reflected border
+      (`evaluate --degrade motion` is 9 px vertical).
+    """
+
+    def __init__(self, p_pitch=0.0, pitch_deg=(-5.0, 25.0), p_mouth=0.0, mouth_top=(0.58, 0.75),
+                 mouth_left=(0.12, 0.3), mouth_right=(0.7, 0.88), p_fill=0.5, p_motion=0.0,
+                 motion_px=(3, 13), p_vertical=0.75, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = dict(p_pitch=p_pitch, pitch_deg=tuple(pitch_deg), p_mouth=p_mouth,
+                             mouth_top=tuple(mouth_top), mouth_left=tuple(mouth_left),
+                             mouth_right=tuple(mouth_right), p_fill=p_fill, p_motion=p_motion,
+                             motion_px=tuple(motion_px), p_vertical=p_vertical, seed=seed)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._tables = {}
+
+    def _box_table(self, size):
+        if size not in self._tables:  # identity, then each odd length in motion_px
+            low, high = self.settings["motion_px"]
+            self._tables[size] = np.stack([np.eye(size)] + [
+                _box_matrix(size, n) for n in range(low | 1, high + 1, 2)]).astype(np.float32)
+        return self._tables[size]
+
+    def call(self, x, training=False):
+        if not training:
+            return x
+        s = self.settings
+        b, size = ops.shape(x)[0], x.shape[1]
+
+        def draw(low=0.0, high=1.0):
+            return keras.random.uniform((b, 1, 1), low, high, seed=self.seed_generator)
+
+        x = ops.cast(x, "float32")
+        if s["p_pitch"]:
+            turn = ops.where(draw() < s["p_pitch"], draw(*s["pitch_deg"]), 0.0) * (math.pi / 180)
+            centre, camera = (size - 1) / 2, PITCH_CAMERA * size
+            grid = ops.arange(size, dtype="float32") - centre
+            cols, rows = grid[None, None, :], grid[None, :, None]
+            rows = rows - PITCH_SHIFT * size * ops.sin(turn) / math.sin(math.radians(20.0))
+            w = ops.cos(turn) - ops.sin(turn) * rows / camera
+            x = bilinear_sample(x, centre + ops.cos(turn) * cols / w, centre + rows / w)
+        faces = x[..., 0]  # (B, S, S)
+        if s["p_mouth"]:
+            grid = ops.arange(size, dtype="float32")
+
+            def edge(span):
+                return ops.round(draw(*span) * size)
+
+            box = ((grid[None, :, None] >= edge(s["mouth_top"]))
+                   & (grid[None, None, :] >= edge(s["mouth_left"]))
+                   & (grid[None, None, :] < edge(s["mouth_right"])) & (draw() < s["p_mouth"]))
+            g = ops.convert_to_tensor(_gauss_matrix(size, 4.0).astype(np.float32))
+            blurred = ops.matmul(ops.matmul(g, faces), ops.transpose(g))
+            mean = ops.mean(faces, axis=(1, 2), keepdims=True)
+            fill = ops.where(draw() < s["p_fill"], mean + ops.zeros_like(faces), blurred)
+            faces = ops.where(box, fill, faces)
+        if s["p_motion"]:
+            table = ops.convert_to_tensor(self._box_table(size))
+            n = table.shape[0] - 1
+            pick = ops.cast(ops.floor(draw()[:, 0, 0] * n), "int32") + 1
+            pick = ops.where(draw()[:, 0, 0] < s["p_motion"], ops.minimum(pick, n), 0)
+            vertical = draw()[:, 0, 0] < s["p_vertical"]
+            blur = ops.take(table, pick, axis=0)
+            eye = ops.take(table, ops.zeros_like(pick), axis=0)
+            along_rows = ops.where(vertical[:, None, None], blur, eye)
+            along_cols = ops.where(vertical[:, None, None], eye, blur)
+            faces = ops.matmul(ops.matmul(along_rows, faces), ops.transpose(along_cols, (0, 2, 1)))
+        return ops.cast(faces[..., None], self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -61,7 +61,7 @@ def distiller(keras, student, cfg: TrainConfig, classes: tuple[str, ...]):
     for layer in augmentation(cfg.augment if cfg.arch == "default" else "none"):
         x = layer(x)
     guess = TeachersGuess(teachers, trainable=False)(x)
-    seen = degrader(cfg)(x) if cfg.degrade else x  # the teachers see the clean face
+    seen = degraded(cfg, x)  # the teachers see the clean face
     return keras.Model(inputs, Distil(dtype="float32")(student(seen), guess)), cards
 
 
@@ -73,12 +73,33 @@ def degrader(cfg: TrainConfig):
                        p_tone=0.6 * d, seed=cfg.seed)
 
 
+def video_degrader(cfg: TrainConfig):
+    """--pitch, --occlude and --motion-blur as one FaceVideo layer, or None when all are off."""
+    from batchemo.training.augment import FaceVideo
+
+    if not (cfg.pitch or cfg.occlude or cfg.motion_blur):
+        return None
+    return FaceVideo(p_pitch=cfg.pitch, p_mouth=cfg.occlude, p_motion=cfg.motion_blur,
+                     seed=cfg.seed + 1)  # draws of its own, not FaceDegrade's
+
+
+def degraded(cfg: TrainConfig, x):
+    """Faces `x` (a Keras tensor) as the student sees them: turned, occluded and motion-blurred
+    (FaceVideo), then --degrade's resizing, JPEG, blur, noise and tone (FaceDegrade), as a
+    camera would record a moving face; `x` itself where all are off."""
+    video = video_degrader(cfg)
+    if video is not None:
+        x = video(x)
+    return degrader(cfg)(x) if cfg.degrade else x
+
+
 def degrading(keras, model, cfg: TrainConfig):
-    """`model` behind --degrade's degradations (the model itself unchanged), or `model` if off."""
-    if not cfg.degrade:
+    """`model` behind the video augmentations and --degrade's degradations (the model itself
+    unchanged), or `model` if all are off."""
+    if not (cfg.degrade or cfg.pitch or cfg.occlude or cfg.motion_blur):
         return model
     inputs = keras.Input(model.input_shape[1:], name="face")
-    return keras.Model(inputs, model(degrader(cfg)(inputs)))
+    return keras.Model(inputs, model(degraded(cfg, inputs)))
 
 
 def provenance(meta: dict) -> dict:

@@ -127,24 +127,70 @@ def write_report(report: dict, out: Path) -> None:
     _plot_confusion(report, out / "confusion.png")
 
 
+# The video conditions of issue 31, defined on the 48x48 face (scaled to other sizes).
+MOUTH_ROWS, MOUTH_COLS = (32, 48), (10, 38)  # rows 32-47, columns 10-37: mouth and chin
+MOTION_PX = 9  # vertical box blur: cv2.filter2D with a 9x1 kernel of 1/9
+PITCH_DEG = 20.0  # a face turned this far down (pitch_homography)
+PITCH_CAMERA = 2.5  # camera distance in face heights (perspective of the turned face)
+PITCH_SHIFT = 0.1  # content moves down by this share of the face per 20 degrees
+
+
+def pitch_homography(size: int, degrees: float = PITCH_DEG) -> np.ndarray:
+    """3x3 map from output pixel (col, row, 1) to the source pixel it samples, for a face turned
+    `degrees` down (positive; negative = up), seen by a camera in front of it.
+
+    The face is a plane turned about its horizontal mid-line, its chin end away from a camera
+    PITCH_CAMERA face heights away: the face shortens vertically by about cos(degrees), its chin
+    end a little narrower than its brow end (perspective). Its content then moves down by
+    PITCH_SHIFT x size x sin(degrees) / sin(20 deg) (4.8 px at 48 px and 20 deg), as a face box
+    holds more forehead and less chin on a lowered head. Output pixel (u, v) about the centre c,
+    x = u - c, y = v - c - shift, samples the source at c + (cos·x, y) / (cos - sin·y / f).
+    """
+    t = np.radians(degrees)
+    c, f = (size - 1) / 2, PITCH_CAMERA * size
+    shift = PITCH_SHIFT * size * np.sin(t) / np.sin(np.radians(20.0))
+    to_centre = np.array([[1, 0, -c], [0, 1, -c - shift], [0, 0, 1]])
+    turn = np.array([[np.cos(t), 0, 0], [0, 1, 0], [0, -np.sin(t) / f, np.cos(t)]])
+    back = np.array([[1, 0, c], [0, 1, c], [0, 0, 1]])
+    return back @ turn @ to_centre
+
+
+def _degrade_face(face: np.ndarray, step: str) -> np.ndarray:
+    import cv2
+
+    size = face.shape[0]
+    if step.endswith("px"):
+        low = cv2.resize(face, (int(step[:-2]),) * 2, interpolation=cv2.INTER_AREA)
+        return cv2.resize(low, (size, size), interpolation=cv2.INTER_LINEAR)
+    if step.startswith("jpeg"):
+        _, data = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, int(step[4:])])
+        return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    if step == "mouth":  # the mouth and chin covered with the face's mean grey
+        (r0, r1), (c0, c1) = ([round(v * size / 48) for v in span]
+                              for span in (MOUTH_ROWS, MOUTH_COLS))
+        out = face.copy()
+        out[r0:r1, c0:c1] = np.round(face.mean())
+        return out
+    if step == "motion":  # vertical motion blur (a 9-row box; OpenCV's reflected border)
+        return cv2.filter2D(face, -1, np.full((MOTION_PX, 1), 1 / MOTION_PX, np.float32))
+    if step == "pitch":
+        return cv2.warpPerspective(face, pitch_homography(size), (size, size),
+                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                   borderMode=cv2.BORDER_REPLICATE)
+    raise DatasetError(f"unknown degradation {step!r} (expected e.g. 16px, jpeg30, mouth, motion "
+                       "or pitch)")
+
+
 def degrade(x: np.ndarray, condition: str) -> np.ndarray:
     """Faces (N, S, S, 1) uint8 degraded as `condition` says, steps joined by '+': 'Npx'
     downscales each to NxN (INTER_AREA) and back (INTER_LINEAR); 'jpegQ' encodes and decodes it
-    as JPEG at quality Q (OpenCV)."""
-    import cv2
-
+    as JPEG at quality Q (OpenCV); 'mouth' fills rows 32-47, columns 10-37 (of 48) with the
+    face's mean grey; 'motion' blurs it vertically over 9 px (cv2.filter2D, a 9x1 kernel of 1/9);
+    'pitch' turns it 20 degrees down (pitch_homography)."""
     out = x[..., 0].copy()
-    size = x.shape[1]
     for step in condition.split("+"):
         for i, face in enumerate(out):
-            if step.endswith("px"):
-                low = cv2.resize(face, (int(step[:-2]),) * 2, interpolation=cv2.INTER_AREA)
-                out[i] = cv2.resize(low, (size, size), interpolation=cv2.INTER_LINEAR)
-            elif step.startswith("jpeg"):
-                _, data = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, int(step[4:])])
-                out[i] = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-            else:
-                raise DatasetError(f"unknown degradation {step!r} (expected e.g. 16px or jpeg30)")
+            out[i] = _degrade_face(face, step)
     return out[..., None]
 
 

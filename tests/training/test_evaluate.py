@@ -45,3 +45,102 @@ def test_calibration_error_by_hand():
     expected = (2 * abs(0.5 - 0.9) + 1 * abs(1.0 - 0.55)) / 3
     assert calibration_error(probs, y) == pytest.approx(expected)
     assert calibration_error(np.eye(3), np.arange(3)) == pytest.approx(0.0)
+
+
+# Issue 31 item 3: the video conditions `evaluate --degrade mouth|motion|pitch`, exactly as defined.
+@pytest.fixture
+def smooth_faces():
+    import cv2
+
+    rng = np.random.default_rng(11)
+    return np.stack([cv2.GaussianBlur(rng.integers(0, 256, (48, 48), dtype=np.uint8), (0, 0), 2)
+                     for _ in range(3)])[..., None]
+
+
+def test_mouth_fills_rows_32_to_47_columns_10_to_37_with_the_faces_mean_grey(smooth_faces):
+    from batchemo.training.evaluate import degrade
+
+    out = degrade(smooth_faces, "mouth")
+    for face, new in zip(smooth_faces[..., 0], out[..., 0], strict=True):
+        assert (new[32:48, 10:38] == round(face.mean())).all()
+        untouched = np.ones((48, 48), bool)
+        untouched[32:48, 10:38] = False
+        np.testing.assert_array_equal(new[untouched], face[untouched])
+    assert out.dtype == np.uint8 and out.shape == smooth_faces.shape
+
+
+def test_motion_is_a_vertical_nine_pixel_box_blur():
+    from batchemo.training.evaluate import degrade
+
+    stripes = np.zeros((1, 48, 48, 1), np.uint8)
+    stripes[0, :, ::2] = 180  # vertical stripes: a vertical blur leaves them alone
+    np.testing.assert_array_equal(degrade(stripes, "motion"), stripes)
+    dot = np.zeros((1, 48, 48, 1), np.uint8)
+    dot[0, 20, 30] = 225
+    blurred = degrade(dot, "motion")[0, ..., 0]
+    assert (blurred[16:25, 30] == 25).all()  # 225 / 9 on the 9 rows around it, nowhere else
+    assert blurred.sum() == 9 * 25
+
+
+def test_pitch_turns_the_face_down_foreshortened_and_shifted():
+    from batchemo.training.evaluate import degrade, pitch_homography
+
+    # a bright horizontal line at row 10 (brows) and one at row 36 (mouth)
+    face = np.full((1, 48, 48, 1), 60, np.uint8)
+    face[0, 10], face[0, 36] = 200, 200
+    out = degrade(face, "pitch")[0, ..., 0].astype(float)
+    rows = [int(np.argmax(out[r0:r1, 24])) + r0 for r0, r1 in ((0, 24), (24, 48))]
+    # both move down (the 4.8 px shift), the lower one less (the face shortens by about cos 20)
+    assert 13 <= rows[0] <= 16 and rows[0] - 10 > rows[1] - 36 >= 0
+    assert 0.9 < (rows[1] - rows[0]) / 26 < 0.98
+    # perspective: the brow end is wider than the chin end
+    h = pitch_homography(48)
+    width = [np.diff([(h @ [u, v, 1])[0] / (h @ [u, v, 1])[2] for u in (0, 47)])[0]
+             for v in (0, 47)]
+    assert width[0] < 47 < width[1]  # the top samples less of the source (it is nearer)
+    np.testing.assert_allclose(pitch_homography(48, 0.0), np.eye(3), atol=1e-12)
+
+
+def test_unknown_degradation_is_refused(smooth_faces):
+    from batchemo.errors import DatasetError
+    from batchemo.training.evaluate import degrade
+
+    with pytest.raises(DatasetError, match="unknown degradation 'blur'"):
+        degrade(smooth_faces, "mouth+blur")
+
+
+@pytest.mark.slow  # converts a model to int8 (about 10 s)
+def test_evaluate_resolves_auto_precision_as_run_does_and_auto_is_the_default(
+        random_model, tmp_path, monkeypatch):
+    # Issue 29: evaluate defaulted to float32 where `run`'s auto used the int8 copy, so the two
+    # reported different numbers on a CPU without native bf16. Both now go through load_model.
+    import shutil
+
+    import cv2
+
+    import batchemo.model as model_module
+    from batchemo.config import EvaluateConfig
+    from batchemo.model import load_model, quantize
+    from batchemo.training.evaluate import evaluate
+
+    model = tmp_path / "m.keras"
+    shutil.copyfile(random_model, model)
+    shutil.copyfile(random_model.with_suffix(".json"), model.with_suffix(".json"))
+    rng = np.random.default_rng(3)
+    faces = rng.integers(0, 256, (40, 48, 48, 1)).astype(np.uint8)
+    quantize(model, faces, n=20)
+    for i, face in enumerate(faces[:12]):
+        folder = tmp_path / "data" / ("happy", "sad")[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i}.png"), face[..., 0])
+    cfg = EvaluateConfig(data=tmp_path / "data", model=model)
+    assert cfg.precision == "auto"
+
+    monkeypatch.setattr(model_module, "native_bfloat16", lambda: False)  # an AVX2-only CPU
+    assert evaluate(cfg)["precision"] == load_model(model, "auto").precision == "int8"
+    monkeypatch.setattr(model_module, "native_bfloat16", lambda: True)  # bf16, found not faster
+    monkeypatch.setattr(model_module, "_bfloat16_pays_off", lambda *a: False)
+    assert evaluate(cfg)["precision"] == load_model(model, "auto").precision == "float32"
+    forced = EvaluateConfig(data=tmp_path / "data", model=model, precision="float32")
+    monkeypatch.setattr(model_module, "native_bfloat16", lambda: False)
+    assert evaluate(forced)["precision"] == "float32"
