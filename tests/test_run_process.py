@@ -140,16 +140,19 @@ def test_item9_sigterm_mid_run_counts_only_committed_files(tmp_path, make_image,
 
 @pytest.mark.slow
 def test_item13_log_json_wraps_native_lines_and_logs_failures(tmp_path, make_video,
-                                                             make_text_as_jpg, random_model):
+                                                             make_text_as_jpg,
+                                                             make_truncated_jpeg, random_model):
     avi = make_video("in/cut.avi", 3.0, 10, size=(160, 200), codec="MJPG")
     avi.write_bytes(avi.read_bytes()[: avi.stat().st_size // 2])  # FFmpeg: "[mjpeg @ …] …"
     make_text_as_jpg("in/notes.jpg")
     (tmp_path / "in" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    # FFmpeg's own lines are hidden now (issue 29); libjpeg still writes to fd 2 in the worker
+    make_truncated_jpeg("in/cut.jpg", keep=0.6)  # "Corrupt JPEG data: premature end of …"
     r = subprocess.run(cmd(tmp_path / "in", tmp_path / "r.parquet", random_model,
                            "--log-json"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 1
     records = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
-    assert any(rec.get("logger") == "native" for rec in records)  # FFmpeg's own line, wrapped
+    assert any(rec.get("logger") == "native" for rec in records)  # libjpeg's own line, wrapped
     assert any(rec["logger"] == "batchemo.media.decode" and "truncated" in rec["message"]
                for rec in records)  # the worker process logs JSON itself
     failed = {rec["source"] for rec in records if rec.get("event") == "file_failed"}

@@ -13,7 +13,7 @@ from batchemo import RunConfig, run
 from batchemo.cli import main
 from batchemo.output.read import load
 from batchemo.output.tables import faces_table, files_table, read_table, write_table
-from batchemo.records import Face, FaceBox, MediaItem
+from batchemo.records import Face, FaceBox, FileRow, MediaItem
 
 CLASSES = ("angry", "happy")
 
@@ -41,10 +41,9 @@ def faces_parquet(path, t_sec=(0.0, 0.5, 1.0)):
 def test_item7_csv_reads_back_every_column_as_written(tmp_path):
     names = [("01", "=a.png"), ("inF", "-b.png"), ("NA", "'c.png"), ("x", "'=d.png"),
              ("nan", "+e.png"), ("1e3", "@f.png"), ("", "")]
-    rows = [dict(root=r, source=s, media_type="image", status="ok", error=None, size=1,
-                 mtime=1.7e9, fingerprint="00", width=1, height=1, fps=None, duration=None,
-                 frames_sampled=0, faces=0, decode_failures=0, seconds=1.0, present=True,
-                 model_id="m", run_id="r") for r, s in names]
+    rows = [FileRow(root=r, source=s, media_type="image", status="ok", size=1, mtime=1.7e9,
+                    fingerprint="00", width=1, height=1, seconds=1.0, model_id="m", run_id="r")
+            for r, s in names]
     table = files_table(rows)
     write_table(table, tmp_path / "t.files.csv", "csv")
     back = read_table(tmp_path / "t.files.csv", "files")
