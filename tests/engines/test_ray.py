@@ -104,22 +104,39 @@ def test_without_ray_the_message_says_how_to_install(tmp_path, make_image, rando
 
 @pytest.mark.slow
 @pytest.mark.own_ray
-def test_ray_rows_equal_local_rows(tmp_path, make_image, make_video, make_text_as_jpg,
-                                   random_model, local_ray):
+def test_ray_rows_equal_local_rows_and_reruns_are_incremental(
+        tmp_path, make_image, make_video, make_text_as_jpg, random_model, local_ray):
+    # One Ray for both checks: each own_ray test pays for a pytest and a Ray of its own.
     make_archive(make_image, make_video, make_text_as_jpg)
     a, b = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     local = run(cfg_for(tmp_path / "in", a, random_model, batch_size=16, fps=5))
     # Another batch size and two decode tasks at most: rows and probabilities must not change.
-    remote = run(cfg_for(tmp_path / "in", b, random_model, batch_size=4, fps=5, workers=2,
-                         engine="ray"))
+    cfg = cfg_for(tmp_path / "in", b, random_model, batch_size=4, fps=5, workers=2, engine="ray")
+    remote = run(cfg)
     assert local.exit_code == remote.exit_code == 1  # broken.jpg
     for k in ("files_new", "files_failed", "files_skipped", "frames", "faces"):
         assert getattr(local, k) == getattr(remote, k), k
-    assert remote.faces == 1 + 3 + 5 * 2
+    assert remote.files_new == 4 and remote.faces == 1 + 3 + 5 * 2
     assert_same_outputs(a, b)
     assert table(b, "frames").n_faces.tolist() == [2] * 5 + [0] * 5
     runs = pq.read_table(OutputPaths.from_out(b).table("runs")).to_pandas()
     assert '"engine": "ray"' in runs.settings[0]
+
+    again = run(cfg)
+    assert again.files_new == again.files_changed == 0 and again.files_unchanged == 4
+    assert len(table(b, "faces")) == 14  # never a duplicate row
+    make_image("in/img0.png", size=(160, 400), faces=faces_at(2))  # changed content
+    (tmp_path / "in/img3.png").unlink()
+    third = run(cfg)
+    assert (third.files_changed, third.files_deleted, third.faces) == (1, 1, 2)
+    # the same archive processed from scratch by the local engine gives the same rows
+    fresh = tmp_path / "fresh.parquet"
+    run(cfg_for(tmp_path / "in", fresh, random_model, fps=5))
+    faces = table(b, "faces")
+    assert faces.groupby("source").size().to_dict() == {
+        "clips/v.mp4": 10, "img0.png": 2, "img1.png": 1, "img3.png": 3}
+    kept = faces[faces.source != "img3.png"].reset_index(drop=True)  # gone, kept as absent
+    assert_same_rows(kept, table(fresh, "faces"), obj="faces")
 
 
 @pytest.mark.slow
@@ -140,33 +157,6 @@ def test_ray_actors_run_the_int8_copy_the_driver_chose(tmp_path, make_image, ran
     assert_same_outputs(a, b)
     runs = pq.read_table(OutputPaths.from_out(b).table("runs")).to_pandas()
     assert '"precision": "int8"' in runs.settings[0]
-
-
-@pytest.mark.slow
-@pytest.mark.own_ray
-def test_ray_reruns_are_incremental(tmp_path, make_image, make_video, make_text_as_jpg,
-                                    random_model, local_ray):
-    make_archive(make_image, make_video, make_text_as_jpg)
-    out = tmp_path / "ray.parquet"
-    cfg = cfg_for(tmp_path / "in", out, random_model, fps=5, engine="ray")
-    first = run(cfg)
-    assert first.files_new == 4 and len(table(out, "faces")) == 14
-    again = run(cfg)
-    assert again.files_new == again.files_changed == 0 and again.files_unchanged == 4
-    assert len(table(out, "faces")) == 14  # never a duplicate row
-    make_image("in/img0.png", size=(160, 400), faces=faces_at(2))  # changed content
-    (tmp_path / "in/img3.png").unlink()
-    third = run(cfg)
-    assert (third.files_changed, third.files_deleted, third.faces) == (1, 1, 2)
-    # the same archive processed from scratch by the local engine gives the same rows
-    fresh = tmp_path / "local.parquet"
-    run(cfg_for(tmp_path / "in", fresh, random_model, fps=5))
-    faces = table(out, "faces")
-    assert faces.groupby("source").size().to_dict() == {
-        "clips/v.mp4": 10, "img0.png": 2, "img1.png": 1, "img3.png": 3}
-    kept = faces[faces.source != "img3.png"].reset_index(drop=True)  # gone, kept as absent
-    local = table(fresh, "faces")
-    assert_same_rows(kept, local, obj="faces")
 
 
 @pytest.mark.slow
