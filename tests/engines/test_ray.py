@@ -141,8 +141,12 @@ def test_ray_rows_equal_local_rows_and_reruns_are_incremental(
 
 @pytest.mark.slow
 @pytest.mark.own_ray
-def test_ray_actors_run_the_int8_copy_the_driver_chose(tmp_path, make_image, random_model,
-                                                       local_ray):
+def test_engine_starts_its_own_ray_runs_the_int8_copy_there_and_removes_it(
+        tmp_path, make_image, random_model, monkeypatch):
+    # No local_ray fixture: the engine starts Ray only when nobody in this process has.
+    ray = pytest.importorskip("ray")
+    from batchemo import pipeline
+    from batchemo.engines import ray as engine
     from batchemo.model import quantize
 
     for suffix in (".keras", ".json"):  # a copy: the fixture is shared
@@ -152,24 +156,9 @@ def test_ray_actors_run_the_int8_copy_the_driver_chose(tmp_path, make_image, ran
     make_image("in/a.png", size=(160, 300), faces=faces_at(2))
     a, b = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     run(cfg_for(tmp_path / "in", a, model, precision="int8"))
-    remote = run(cfg_for(tmp_path / "in", b, model, precision="int8", engine="ray"))
-    assert remote.exit_code == 0 and remote.faces == 2
-    assert_same_outputs(a, b)
-    runs = pq.read_table(OutputPaths.from_out(b).table("runs")).to_pandas()
-    assert '"precision": "int8"' in runs.settings[0]
-
-
-@pytest.mark.slow
-@pytest.mark.own_ray
-def test_engine_starts_and_removes_its_own_local_ray(tmp_path, make_image, random_model,
-                                                     monkeypatch):
-    ray = pytest.importorskip("ray")
-    assert not ray.is_initialized()  # the engine starts Ray only when nobody in this process has
+    assert not ray.is_initialized()
     temp = tempfile.mkdtemp(prefix="bt-")  # short: Ray's sockets go below it
     monkeypatch.setattr(tempfile, "tempdir", temp)
-    from batchemo import pipeline
-    from batchemo.engines import ray as engine
-
     seen = []
     collect = engine._collect
 
@@ -178,16 +167,19 @@ def test_engine_starts_and_removes_its_own_local_ray(tmp_path, make_image, rando
         return collect(*args)
 
     monkeypatch.setattr(engine, "_collect", spy)
-    make_image("in/a.png", size=(160, 200), faces=faces_at(1))
     try:
-        res = run(cfg_for(tmp_path / "in", tmp_path / "r.parquet", random_model, engine="ray"))
-        assert res.exit_code == 0 and res.faces == 1
+        remote = run(cfg_for(tmp_path / "in", b, model, precision="int8", engine="ray"))
+        assert remote.exit_code == 0 and remote.faces == 2
         # pipeline's SIGTERM handler survives ray.init (which installs its own)
         assert seen == [(True, pipeline._on_sigterm)]
         assert not ray.is_initialized()
         assert os.listdir(temp) == []  # Ray's session folder went with it
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+    # the actors ran the int8 copy the driver chose: the local engine's rows, to the bit
+    assert_same_outputs(a, b)
+    runs = pq.read_table(OutputPaths.from_out(b).table("runs")).to_pandas()
+    assert '"precision": "int8"' in runs.settings[0]
 
 
 def _free_port() -> int:
