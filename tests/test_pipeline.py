@@ -131,6 +131,7 @@ def test_precision_is_a_setting_and_bfloat16_agrees_with_float32(tmp_path, make_
     assert applied == ["float32", "bfloat16"]
 
 
+@pytest.mark.slow  # several runs and models
 def test_int8_precision_runs_the_models_int8_copy(tmp_path, make_image, random_model):
     import shutil
 
@@ -158,6 +159,7 @@ def test_int8_precision_runs_the_models_int8_copy(tmp_path, make_image, random_m
     assert applied == ["float32", "int8"]
 
 
+@pytest.mark.slow  # several runs and models
 def test_an_output_keeps_the_precision_auto_chose_first(tmp_path, make_image, random_model,
                                                         monkeypatch):
     import shutil
@@ -388,6 +390,7 @@ def test_a_folder_that_is_not_a_batchemo_output_is_refused(tmp_path, make_image,
     assert not (proj / "_batchemo").exists()
 
 
+@pytest.mark.slow  # several runs and models
 def test_a_batchemo_output_keeps_files_a_user_added_to_it(tmp_path, make_image, random_model):
     # Issue 28 item 3: recovery removed every unknown *.parquet in faces/ and frames/, the
     # small-table writer every part-*.parquet: never delete what the ledger did not record.

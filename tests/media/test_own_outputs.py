@@ -38,6 +38,7 @@ def test_item8_output_in_the_input_root_is_not_scanned(tmp_path, make_image, mak
         assert sources(tmp_path / out_name) == ["a.png", "v.mp4"]
 
 
+@pytest.mark.slow  # runs with plots
 def test_item8_plots_in_the_input_root_are_not_analysed(tmp_path, make_image, make_video,
                                                         random_model):
     # Issue 28 item 8: `-i inP --plots inP` analysed run_shares.png and timeline_*.png as photos.

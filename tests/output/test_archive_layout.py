@@ -59,6 +59,7 @@ def test_single_file_output_has_one_row_group_utc_times_and_no_pandas_metadata(
     assert pd.read_csv(tmp_path / "r.files.csv").mtime.str.startswith("20").all()
 
 
+@pytest.mark.slow  # many runs
 def test_directory_form_has_no_empty_parts_and_compacts(tmp_path, make_image, random_model,
                                                         monkeypatch):
     for i in range(5):
@@ -103,6 +104,7 @@ def test_directory_form_has_no_empty_parts_and_compacts(tmp_path, make_image, ra
     assert CliRunner().invoke(main, ["compact", str(tmp_path / "in")]).exit_code == 2
 
 
+@pytest.mark.slow  # many runs
 def test_single_file_form_compacts_its_staged_parts(tmp_path, make_image, random_model,
                                                     monkeypatch):
     monkeypatch.setattr(Store, "COMPACT_AT", 2)

@@ -30,6 +30,7 @@ def three_class_model(tmp_path_factory):
 # -- 1. a class-set change never breaks an output ---------------------------------------------
 
 
+@pytest.mark.slow  # several runs
 def test_item1_class_set_change_drops_rows_of_other_classes_and_output_recovers(
         tmp_path, make_image, random_model, three_class_model):
     for name in ("a", "b"):
@@ -58,6 +59,7 @@ def test_item1_class_set_change_drops_rows_of_other_classes_and_output_recovers(
 # -- 2. a missing or unreadable part sends its file back --------------------------------------
 
 
+@pytest.mark.slow  # several runs
 @pytest.mark.parametrize("damage", ["delete", "truncate"])
 def test_item2_missing_or_truncated_part_reprocesses_its_file(tmp_path, make_image, make_video,
                                                               random_model, caplog, damage):

@@ -48,6 +48,7 @@ def trained(tmp_path_factory, train_seed):
     return cfg, train(cfg)
 
 
+@pytest.mark.slow  # the `trained` fixture trains a model
 def test_artifact_round_trip(trained):
     cfg, meta = trained
     m = load_model(cfg.out)
@@ -66,6 +67,7 @@ def test_artifact_round_trip(trained):
     assert [int(r["epoch"]) for r in history] == [0, 1, 2]
 
 
+@pytest.mark.slow  # the `trained` fixture trains a model
 def test_loaded_model_predicts_like_the_trained_one(trained):
     cfg, meta = trained
     m = load_model(cfg.out)
@@ -75,6 +77,7 @@ def test_loaded_model_predicts_like_the_trained_one(trained):
     assert np.allclose(m.predict(x.astype(np.float32)), p, atol=1e-6)
 
 
+@pytest.mark.slow  # the `trained` fixture trains a model
 def test_load_model_refuses_a_mismatched_card(trained, tmp_path):
     cfg, _ = trained
     shutil.copy(cfg.out, tmp_path / "m.keras")
@@ -152,6 +155,7 @@ def test_init_continues_from_an_artifact_with_a_fresh_history(trained, tmp_path)
     assert np.abs(a - b).max() < 0.01, np.abs(a - b).max()
 
 
+@pytest.mark.slow  # the `trained` fixture trains a model
 def test_init_refuses_a_model_of_other_classes(trained, tmp_path):
     from batchemo.errors import ConfigError
 
@@ -161,6 +165,7 @@ def test_init_refuses_a_model_of_other_classes(trained, tmp_path):
                           classes=["happy", "sad"], work_dir=tmp_path / "w"))
 
 
+@pytest.mark.slow  # the `trained` fixture trains a model
 def test_inference_precision(trained, monkeypatch, tmp_path):
     from batchemo import model as model_mod
 
@@ -280,6 +285,7 @@ def test_soft_labels_and_degraded_faces_train_from_the_votes(tmp_path, train_see
     assert 0.5 <= card["temperature"]["value"] <= 3.0 and "ece" in card["test"]
 
 
+@pytest.mark.slow  # the `trained` fixture trains a model
 def test_fitted_temperature_lowers_log_loss_and_keeps_the_top_class(trained):
     from batchemo.training.datasets import load_folder
     from batchemo.training.train import fit_temperature
@@ -302,6 +308,7 @@ def test_fitted_temperature_lowers_log_loss_and_keeps_the_top_class(trained):
     assert t != 1.0 or after == pytest.approx(before)
 
 
+@pytest.mark.slow  # the `trained` fixture trains a model
 def test_evaluate_scores_degraded_faces_and_ferplus_majorities(trained, tmp_path):
     from batchemo.config import EvaluateConfig
     from batchemo.training.evaluate import degrade, evaluate
