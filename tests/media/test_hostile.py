@@ -95,12 +95,17 @@ def test_minor_thin_png_in_a_run_is_no_face(tmp_path, random_model):
     from batchemo.output.tables import OutputPaths
 
     hm.thin_png((tmp_path / "in").mkdir() or tmp_path / "in" / "wide.png", 20000, 3)
+    # Issue 28 minor (its last case): a strip just wide enough to be searched (16 px) was still an
+    # error row "(-215:Assertion failed) inv_scale_x > 0": the detector scaled it to 0 px high.
+    hm.thin_png(tmp_path / "in" / "long.png", 50000, 16)
     out = tmp_path / "r.parquet"
     result = run(RunConfig(input=[str(tmp_path / "in")], out=str(out), model=random_model,
                            quiet=True, workers=0))
-    (row,) = pq.read_table(OutputPaths.from_out(out).table("files")).to_pylist()
-    assert (row["status"], result.files_failed) == ("no_face", 0)
-    assert "too thin to hold a face" in row["error"]
+    rows = {r["source"]: r for r in pq.read_table(OutputPaths.from_out(out).table("files"))
+            .to_pylist()}
+    assert result.files_failed == 0 and {r["status"] for r in rows.values()} == {"no_face"}
+    assert "too thin to hold a face" in rows["wide.png"]["error"]
+    assert rows["long.png"]["error"] is None  # searched: a valid image with no face in it
 
 
 @pytest.mark.parametrize("name", ["talk.mp4", "talk.jpg", "talk.mov"])
