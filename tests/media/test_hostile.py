@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,42 @@ def test_minor_audio_only_mpeg4_is_skipped_not_an_error(tmp_path, name):
     item = only_item(hm.audio_only_mp4(tmp_path / name))
     assert (item.media_type, item.error) == (OTHER, None)
     assert item.reason == "no video stream (audio-only MPEG-4)"
+
+
+@pytest.mark.parametrize(("name", "doc_type", "what"), [
+    ("talk.mkv", "matroska", "audio-only Matroska"), ("talk.webm", "webm", "audio-only WebM"),
+    ("talk.jpg", "matroska", "audio-only Matroska"),  # content decides, as for MPEG-4
+])
+def test_minor_audio_only_matroska_and_webm_are_skipped_not_errors(tmp_path, name, doc_type,
+                                                                    what):
+    # Issue 28 minor (its follow-up): an audio-only .mkv or .webm was a VIDEO to the scan, then
+    # an error row "cannot open video: FFmpeg does not recognise the file"; skipped now, with
+    # the reason an audio-only .mp4 gets.
+    item = only_item(hm.audio_only_mkv(tmp_path / name, doc_type))
+    assert (item.media_type, item.error, item.reason) == (OTHER, None, f"no video stream ({what})")
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command")
+def test_matroska_and_webm_written_by_ffmpeg(tmp_path):
+    # The same, on FFmpeg's own files (SeekHead, Void, CRC-32, Tags; sizes unknown when piped).
+    def ffmpeg(name, *args, pipe=False):
+        cmd = ["ffmpeg", "-v", "error", "-y", *args]
+        with open(tmp_path / name, "wb") as out:
+            subprocess.run(cmd + (["-f", Path(name).suffix[1:].replace("mkv", "matroska"), "-"]
+                                  if pipe else [str(tmp_path / name)]),
+                           check=True, stdout=out if pipe else None)
+        return only_item(tmp_path / name)
+
+    sine = ["-f", "lavfi", "-i", "sine=d=1"]
+    video = ["-f", "lavfi", "-i", "testsrc=d=1:s=64x48:r=10", "-c:v", "mjpeg"]
+    for item, what in [(ffmpeg("opus.webm", *sine, "-c:a", "libopus"), "audio-only WebM"),
+                       (ffmpeg("aac.mkv", *sine, "-c:a", "aac"), "audio-only Matroska"),
+                       (ffmpeg("piped.mkv", *sine, "-c:a", "aac", pipe=True),
+                        "audio-only Matroska")]:
+        assert (item.media_type, item.reason) == (OTHER, f"no video stream ({what})"), item
+    for item in [ffmpeg("both.mkv", *sine, *video, "-c:a", "aac"),
+                 ffmpeg("piped_video.mkv", *video, pipe=True)]:
+        assert (item.media_type, item.reason) == (VIDEO, None), item
 
 
 @pytest.mark.parametrize(("name", "head", "what"), [
