@@ -32,6 +32,8 @@ def make_all(folder: Path) -> list[Path]:
             hm.thin_png(folder / "thin_tall.png", 3, 20000),
             hm.audio_only_mp4(folder / "audio_only.mp4"),
             hm.audio_only_mp4(folder / "audio_named.jpg"),
+            hm.audio_only_mkv(folder / "audio_only.mkv"),
+            hm.audio_only_mkv(folder / "audio_only.webm", "webm"),
             hm.offset_mkv(folder / "offset_1e9.mkv"),
             hm.truncated_mp4(folder / "truncated.mp4", clip),
             hm.faststart_mp4(folder / "faststart.mp4", clip)]

@@ -3,7 +3,8 @@
 An engine is a function `process(job: EngineJob) -> Iterator[FileResult]` (records.py). It knows
 nothing of ledgers, parts or tables: the pipeline tracks, commits and counts what it yields.
 Closing the iterator early (SIGTERM, an error) stops the engine's workers. local (worker
-processes), ray and ray_session (a Ray cluster), batcher (one model call per batch of crops).
+processes), ray and ray_session (a Ray cluster; ray_reaper ends a private one whose driver died),
+batcher (one model call per batch of crops).
 
 May import: media, model, tta, config and below. Never output, analysis, training or the pipeline.
 """

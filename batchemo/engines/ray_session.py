@@ -7,9 +7,12 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 
+from batchemo.engines import ray_reaper
 from batchemo.errors import OutputError
 
 log = logging.getLogger("batchemo")
@@ -25,7 +28,7 @@ def ray_session(ray, job):
     handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it; pipeline's must stay
     kwargs = {"include_dashboard": False, "log_to_driver": not job.quiet,
               "logging_level": logging.WARNING}
-    temp = None
+    temp = reaper = None
     # RAY_ADDRESS as Ray's own tools read it; "auto" finds the cluster started on this machine.
     # Without either: a new instance, never a cluster someone started on this machine.
     address = job.ray_address or os.environ.get("RAY_ADDRESS") or "local"
@@ -35,6 +38,7 @@ def ray_session(ray, job):
     else:
         # Ray leaves a session folder per start; under cron they pile up in /tmp/ray.
         temp = kwargs["_temp_dir"] = tempfile.mkdtemp(prefix="batchemo-ray-")
+        reaper = _start_reaper(temp)
     # A new local Ray turns token authentication on and warns so at every start (cron mail);
     # setting RAY_AUTH_MODE here instead would be too late: Ray reads it when imported.
     auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
@@ -60,8 +64,26 @@ def ray_session(ray, job):
         finally:
             ray.shutdown()
     finally:
+        if reaper:
+            _stop_reaper(reaper)
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _start_reaper(temp: str) -> subprocess.Popen | None:
+    """ray_reaper.py, which ends this private Ray's leftovers once this process is gone."""
+    if not sys.platform.startswith("linux"):
+        return None
+    # The pipe's write end stays in this process alone (Python's fds are not inherited).
+    return subprocess.Popen([sys.executable, "-I", "-S", ray_reaper.__file__, temp],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+
+
+def _stop_reaper(reaper: subprocess.Popen) -> None:
+    """After ray.shutdown(): EOF lets the reaper end any straggler now, and remove the folder."""
+    reaper.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        reaper.wait(timeout=10)
 
 
 @contextlib.contextmanager

@@ -76,7 +76,9 @@ def _downscaled(image: np.ndarray) -> tuple[np.ndarray, float]:
     if max(h, w) <= _MAX_SIDE:
         return image, 1.0
     s = _MAX_SIDE / max(h, w)
-    small = cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    # max(1, …): a long thin strip (16×50000) would scale to a side of 0, which cv2 refuses.
+    small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
+                       interpolation=cv2.INTER_AREA)
     return small, max(h, w) / max(small.shape[:2])
 
 
@@ -230,7 +232,8 @@ class BlazeFace:
         # _MAX_SIDE before that), so that small faces reach the model big enough.
         h, w = image.shape[:2]
         s = self.size / self.tile * min(1.0, _MAX_SIDE / max(h, w))
-        scaled = cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        scaled = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),  # as _downscaled
+                            interpolation=cv2.INTER_AREA)
         sh, sw = scaled.shape[:2]
         sx, sy, t = sw / w, sh / h, self.size
         for x0, y0 in _tile_origins(sw, sh, t):

@@ -13,6 +13,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import BinaryIO
 
+from batchemo.media.matroska import no_video_track
 from batchemo.records import IMAGE, OTHER, VIDEO, MediaItem
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,10 @@ _NOT_VIDEO_BRANDS = dict.fromkeys([b"M4A ", b"M4B ", b"M4P "], "audio-only MPEG-
 _BMP_DIB_SIZES = {12, 40, 52, 56, 64, 108, 124}  # 'BM' alone is too weak a signature
 _ASF_GUID = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")  # WMV / ASF header object
 _OGG_VIDEO = (b"\x80theora", b"OVP80", b"\x80daala")  # codec headers in an Ogg stream's first page
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # Matroska / WebM
 _NO_VIDEO = {"audio-only MPEG-4", "MPEG-4 without a video track", "audio-only Flash Video",
-             "Ogg audio"}
+             "Ogg audio", "audio-only Matroska", "audio-only WebM", "Matroska without a video track",
+             "WebM without a video track"}
 
 
 def image_format(head: bytes) -> str | None:
@@ -75,7 +78,7 @@ def _sniff_head(head: bytes, strict: bool = False) -> tuple[str, str | None]:
     if (
         (head[4:8] in _QT_ATOMS and not (strict and head[0]))  # atom size: binary, not text
         or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
-        or head.startswith(b"\x1a\x45\xdf\xa3")  # Matroska / WebM (EBML)
+        or head.startswith(_EBML_MAGIC)  # Matroska / WebM
         or head[:4] in (b"\0\0\1\xba", b"\0\0\1\xb3")  # MPEG program / video elementary stream
         or head[:16] == _ASF_GUID  # WMV / ASF
         or _sync_bytes(head, 0, 188, packets)  # MPEG transport stream
@@ -86,8 +89,9 @@ def _sniff_head(head: bytes, strict: bool = False) -> tuple[str, str | None]:
 
 
 def _sniff_file(f: BinaryIO, size: int, strict: bool = False) -> tuple[str, str | None]:
-    """_sniff_head on an open file, and an MPEG-4/QuickTime "video" without a video track is
-    OTHER (audio-only). `strict`: the extension names no media, so text is never media."""
+    """_sniff_head on an open file, and an MPEG-4/QuickTime or Matroska/WebM "video" without a
+    video track is OTHER (audio-only). `strict`: the extension names no media, so text is never
+    media."""
     head = f.read(_HEAD_BYTES)
     # every media header holds control bytes (NUL above all); text has none
     if strict and not any(b < 9 or 13 < b < 32 for b in head):
@@ -95,8 +99,9 @@ def _sniff_file(f: BinaryIO, size: int, strict: bool = False) -> tuple[str, str 
     kind, what = _sniff_head(head, strict)
     if kind == VIDEO and head[4:8] in _QT_ATOMS:
         what = _bmff_no_video(f, size)
-        kind = OTHER if what else VIDEO
-    return kind, what
+    elif kind == VIDEO and head.startswith(_EBML_MAGIC):
+        what = no_video_track(f, size)
+    return (OTHER if what else kind), what
 
 
 def _bmff_no_video(f: BinaryIO, size: int) -> str | None:

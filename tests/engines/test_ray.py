@@ -182,6 +182,56 @@ def test_engine_starts_its_own_ray_runs_the_int8_copy_there_and_removes_it(
     assert '"precision": "int8"' in runs.settings[0]
 
 
+@pytest.mark.slow
+@pytest.mark.own_ray(timeout=180)
+def test_a_killed_driver_leaves_no_private_ray_behind(tmp_path, make_video):
+    # Issue 28, minor: after kill -9 of the driver with `--engine ray`, the raylet's dashboard and
+    # runtime-env agents (~85 MB each) lived on for 60 s, and the session folder for good.
+    pytest.importorskip("ray")
+    import psutil  # Ray's own copy (ray/thirdparty_files), on the path once ray is imported
+
+    def title(p):
+        with contextlib.suppress(psutil.Error):
+            return " ".join(p.cmdline()).strip()
+        return ""
+
+    def alive(p):  # a zombie has ended too
+        with contextlib.suppress(psutil.Error):
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        return False
+
+    make_video("in/v.mp4", seconds=4, fps=10, size=(160, 200))  # keeps the driver busy
+    temp = tempfile.mkdtemp(prefix="bt-")  # short (Ray's sockets go below it) and this test's own
+    env = {**os.environ, "TMPDIR": temp}
+    env.pop("RAY_ADDRESS", None)  # a private Ray, never one someone started
+    with open(tmp_path / "driver.log", "wb") as log:
+        driver = subprocess.Popen([sys.executable, "-m", "batchemo", "run", "-i",
+                                   str(tmp_path / "in"), "-o", str(tmp_path / "r.parquet"),
+                                   "--engine", "ray", "--quiet"], env=env, stderr=log)
+    ray_procs: list = []  # the driver's descendants: this test's own Ray, nobody else's
+    try:
+        deadline = time.monotonic() + 120
+        while not {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= set(map(title, ray_procs)):
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no Ray agents under the driver within 120 s"
+            time.sleep(0.2)
+            with contextlib.suppress(psutil.Error):
+                ray_procs = psutil.Process(driver.pid).children(recursive=True)
+        driver.kill()
+        driver.wait()
+        killed = time.monotonic()
+        while any(map(alive, ray_procs)) and time.monotonic() - killed < 15:
+            time.sleep(0.1)
+        left = [f"{title(p)[:60]} ({p.pid})" for p in ray_procs if alive(p)]
+        assert not left, f"alive {time.monotonic() - killed:.0f} s after the driver: {left}"
+        assert os.listdir(temp) == []  # Ray's session folder went with them
+    finally:
+        for p in ray_procs:  # those that outlived the bound (psutil checks it is still the same)
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

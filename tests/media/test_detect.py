@@ -73,6 +73,14 @@ def test_blank_images_have_no_faces(name, shape):
     assert det.detect(np.full(shape, 128, np.uint8)) == []
 
 
+@pytest.mark.parametrize("name", DETECTORS)
+@pytest.mark.parametrize("shape", [(16, 50000, 3), (50000, 16, 3), (2, 4000, 3), (1, 1281)])
+def test_long_thin_images_are_searched_not_refused(name, shape):
+    # Issue 28 minor: scaled to the detector's size (or its tiles'), a long thin strip got a side
+    # of 0 px and cv2.resize failed "(-215:Assertion failed) inv_scale_x > 0" (an error row).
+    assert detector(name).detect(np.full(shape, 128, np.uint8)) == []
+
+
 @pytest.mark.parametrize("name", BLAZEFACES)
 def test_synthetic_face(name):
     img = frame_with_faces([(250, 100, 140)])

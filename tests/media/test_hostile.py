@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,12 +96,17 @@ def test_minor_thin_png_in_a_run_is_no_face(tmp_path, random_model):
     from batchemo.output.tables import OutputPaths
 
     hm.thin_png((tmp_path / "in").mkdir() or tmp_path / "in" / "wide.png", 20000, 3)
+    # Issue 28 minor (its last case): a strip just wide enough to be searched (16 px) was still an
+    # error row "(-215:Assertion failed) inv_scale_x > 0": the detector scaled it to 0 px high.
+    hm.thin_png(tmp_path / "in" / "long.png", 50000, 16)
     out = tmp_path / "r.parquet"
     result = run(RunConfig(input=[str(tmp_path / "in")], out=str(out), model=random_model,
                            quiet=True, workers=0))
-    (row,) = pq.read_table(OutputPaths.from_out(out).table("files")).to_pylist()
-    assert (row["status"], result.files_failed) == ("no_face", 0)
-    assert "too thin to hold a face" in row["error"]
+    rows = {r["source"]: r for r in pq.read_table(OutputPaths.from_out(out).table("files"))
+            .to_pylist()}
+    assert result.files_failed == 0 and {r["status"] for r in rows.values()} == {"no_face"}
+    assert "too thin to hold a face" in rows["wide.png"]["error"]
+    assert rows["long.png"]["error"] is None  # searched: a valid image with no face in it
 
 
 @pytest.mark.parametrize("name", ["talk.mp4", "talk.jpg", "talk.mov"])
@@ -110,6 +116,42 @@ def test_minor_audio_only_mpeg4_is_skipped_not_an_error(tmp_path, name):
     item = only_item(hm.audio_only_mp4(tmp_path / name))
     assert (item.media_type, item.error) == (OTHER, None)
     assert item.reason == "no video stream (audio-only MPEG-4)"
+
+
+@pytest.mark.parametrize(("name", "doc_type", "what"), [
+    ("talk.mkv", "matroska", "audio-only Matroska"), ("talk.webm", "webm", "audio-only WebM"),
+    ("talk.jpg", "matroska", "audio-only Matroska"),  # content decides, as for MPEG-4
+])
+def test_minor_audio_only_matroska_and_webm_are_skipped_not_errors(tmp_path, name, doc_type,
+                                                                    what):
+    # Issue 28 minor (its follow-up): an audio-only .mkv or .webm was a VIDEO to the scan, then
+    # an error row "cannot open video: FFmpeg does not recognise the file"; skipped now, with
+    # the reason an audio-only .mp4 gets.
+    item = only_item(hm.audio_only_mkv(tmp_path / name, doc_type))
+    assert (item.media_type, item.error, item.reason) == (OTHER, None, f"no video stream ({what})")
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command")
+def test_matroska_and_webm_written_by_ffmpeg(tmp_path):
+    # The same, on FFmpeg's own files (SeekHead, Void, CRC-32, Tags; sizes unknown when piped).
+    def ffmpeg(name, *args, pipe=False):
+        cmd = ["ffmpeg", "-v", "error", "-y", *args]
+        with open(tmp_path / name, "wb") as out:
+            subprocess.run(cmd + (["-f", Path(name).suffix[1:].replace("mkv", "matroska"), "-"]
+                                  if pipe else [str(tmp_path / name)]),
+                           check=True, stdout=out if pipe else None)
+        return only_item(tmp_path / name)
+
+    sine = ["-f", "lavfi", "-i", "sine=d=1"]
+    video = ["-f", "lavfi", "-i", "testsrc=d=1:s=64x48:r=10", "-c:v", "mjpeg"]
+    for item, what in [(ffmpeg("opus.webm", *sine, "-c:a", "libopus"), "audio-only WebM"),
+                       (ffmpeg("aac.mkv", *sine, "-c:a", "aac"), "audio-only Matroska"),
+                       (ffmpeg("piped.mkv", *sine, "-c:a", "aac", pipe=True),
+                        "audio-only Matroska")]:
+        assert (item.media_type, item.reason) == (OTHER, f"no video stream ({what})"), item
+    for item in [ffmpeg("both.mkv", *sine, *video, "-c:a", "aac"),
+                 ffmpeg("piped_video.mkv", *video, pipe=True)]:
+        assert (item.media_type, item.reason) == (VIDEO, None), item
 
 
 @pytest.mark.parametrize(("name", "head", "what"), [
