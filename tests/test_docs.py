@@ -98,7 +98,7 @@ def test_readme_names_only_tables_that_exist():
 
 def test_ci_runs_the_readme_test_command():
     test_cmds = [ln for ln in code_lines(README) if "pytest" in ln and ln.startswith("pip install")]
-    assert test_cmds == ['pip install ".[test]" && python -m pytest -q']
+    assert test_cmds == ['pip install ".[test]" && python -m pytest -q -n 2']
     assert test_cmds[0] in (ROOT / ".ci" / "run").read_text().splitlines()
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 from helpers import assert_same_rows, faces_at, read_output, run_cfg
 
