@@ -49,6 +49,7 @@ def test_faces_found_and_rows_written(tmp_path, make_image, make_video, random_m
         assert faces.t_sec.isna().all() and (faces.frame_index == 0).all()
 
 
+@pytest.mark.slow  # several runs
 def test_probabilities_do_not_depend_on_batching_or_workers(tmp_path, make_image, make_video,
                                                             random_model):
     for i in range(3):
@@ -113,6 +114,7 @@ def test_rerun_is_incremental_and_never_duplicates(tmp_path, make_image, random_
     assert len(read_output(out, "runs")) == 4
 
 
+@pytest.mark.slow  # several runs
 def test_precision_is_a_setting_and_bfloat16_agrees_with_float32(tmp_path, make_image,
                                                                  random_model):
     for i in range(2):
@@ -184,6 +186,7 @@ def test_an_output_keeps_the_precision_auto_chose_first(tmp_path, make_image, ra
     assert json.loads(read_output(fresh, "runs").settings[0])["precision"] == "int8"
 
 
+@pytest.mark.slow  # several runs
 def test_csv_and_directory_outputs(tmp_path, make_image, make_video, random_model):
     make_image("in/a.png", size=(160, 200), faces=faces_at(1))
     make_video("in/v.mp4", seconds=1, fps=10, size=(160, 200), faces_fn=lambda i, t: faces_at(1))

@@ -205,6 +205,7 @@ def _noop_rerun(root, out, model, fps=5.0):
     return json.loads(r.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow  # runs batchemo twice as processes
 def test_item18_noop_rerun_does_not_load_the_model(tmp_path, make_image, make_video,
                                                    random_model):
     make_image("in/a.png", size=(160, 200), faces=faces_at(1))

@@ -128,6 +128,7 @@ def test_docs_say_to_read_one_tables_folder():
         assert "results/faces/" in text and "never the root" in text, doc
 
 
+@pytest.mark.slow  # several runs
 def test_timelines_made_in_blocks_equal_one_video_at_a_time(tmp_path, make_video, random_model,
                                                             monkeypatch):
     from batchemo.analysis import derive
