@@ -25,6 +25,12 @@ MEDIA = SHARED / "media"
 needs_shared = pytest.mark.skipif(
     not MEDIA.is_dir(), reason=f"real media fixtures not present at {MEDIA} (../shared/media)"
 )
+# Under `pytest -n 2` each test process gets one core: TensorFlow's default thread pools (one
+# thread per core, in each process and in the runs it starts) only oversubscribe the CPU there.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
 # The two longest files (4-5 min each on 2 cores) run first: under `pytest -n 2` (a file per
 # process, pyproject's --dist loadfile) one collected last would run alone at the end.
 LONGEST_FIRST = ("training/test_train.py", "engines/test_ray.py")
