@@ -304,8 +304,9 @@ def write_video(path: Path, src: Path, faces: pd.DataFrame, interval: float) -> 
                 shown = []
             scale = min(1.0, MAX_VIDEO_WIDTH / image.shape[1])
             if scale < 1:
-                image = cv2.resize(image, (round(image.shape[1] * scale) // 2 * 2,
-                                           round(image.shape[0] * scale) // 2 * 2),
+                # even sides (the encoder's), never 0 (a frame 1-2 px high and very wide)
+                image = cv2.resize(image, (max(2, round(image.shape[1] * scale) // 2 * 2),
+                                           max(2, round(image.shape[0] * scale) // 2 * 2)),
                                    interpolation=cv2.INTER_AREA)
             if writer is None:
                 writer, tmp, path = _open_writer(path, fps, (image.shape[1], image.shape[0]))
