@@ -31,18 +31,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
-# The two longest files (4-5 min each on 2 cores) run first: under `pytest -n 2` (a file per
-# process, pyproject's --dist loadfile) one collected last would run alone at the end.
-LONGEST_FIRST = ("training/test_train.py", "engines/test_ray.py")
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item) -> int:
-        path = item.path.as_posix()
-        return next((i for i, f in enumerate(LONGEST_FIRST) if path.endswith(f)), len(LONGEST_FIRST))
-    items.sort(key=rank)  # stable: the order within a file and among the rest stays
-
-
 # A folder and file name with a space, accents, CJK and an emoji.
 ODD_NAME = "holiday photos é/Café 日本 😀.jpg"
 
