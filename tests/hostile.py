@@ -94,18 +94,18 @@ def ffmpeg_jump_mkv(folder: Path, jump: float = 1e12, after: int = 50,
 
 # --- Matroska (EBML) writing: just what a one-track MJPEG file needs ------------------------
 
-def _element(ident: int, payload: bytes) -> bytes:
+def ebml_element(ident: int, payload: bytes) -> bytes:
     """An EBML element: its ID, the payload size as an 8-byte vint (0x01 + 7 bytes), payload."""
     return ident.to_bytes((ident.bit_length() + 7) // 8, "big") + \
         (0x01 << 56 | len(payload)).to_bytes(8, "big") + payload
 
 
-def _uint(ident: int, value: int) -> bytes:
-    return _element(ident, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+def ebml_uint(ident: int, value: int) -> bytes:
+    return ebml_element(ident, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
 
 
-def _text(ident: int, value: str) -> bytes:
-    return _element(ident, value.encode("ascii"))
+def ebml_text(ident: int, value: str) -> bytes:
+    return ebml_element(ident, value.encode("ascii"))
 
 
 def write_mkv(path: Path, frames: Sequence[np.ndarray], times_sec: Sequence[float],
@@ -113,24 +113,25 @@ def write_mkv(path: Path, frames: Sequence[np.ndarray], times_sec: Sequence[floa
     """Write BGR `frames` as MJPEG in Matroska, frame i at `times_sec[i]` (whole ms; the
     container's unit), each frame a keyframe in a cluster of its own."""
     h, w = frames[0].shape[:2]
-    header = _element(0x1A45DFA3, _uint(0x4286, 1) + _uint(0x42F7, 1) + _uint(0x42F2, 4)
-                      + _uint(0x42F3, 8) + _text(0x4282, "matroska") + _uint(0x4287, 4)
-                      + _uint(0x4285, 2))
+    header = ebml_element(0x1A45DFA3, ebml_uint(0x4286, 1) + ebml_uint(0x42F7, 1) + ebml_uint(0x42F2, 4)
+                          + ebml_uint(0x42F3, 8) + ebml_text(0x4282, "matroska") + ebml_uint(0x4287, 4)
+                          + ebml_uint(0x4285, 2))
     # Duration (in ms, the TimestampScale) up to the last frame's end, as FFmpeg writes it: a
     # reader that takes it for the length from 0 sees a late start as a very long video.
     end_ms = (max(times_sec) + 1 / fps) * 1000
-    info = _element(0x1549A966, _uint(0x2AD7B1, 1_000_000) + _element(0x4489, struct.pack(">d", end_ms))
-                    + _text(0x4D80, "batchemo tests") + _text(0x5741, "tests/hostile.py"))
-    video = _element(0xE0, _uint(0xB0, w) + _uint(0xBA, h))
-    track = _element(0xAE, _uint(0xD7, 1) + _uint(0x73C5, 1) + _uint(0x83, 1)  # video track 1
-                     + _text(0x86, "V_MJPEG") + _uint(0x23E383, round(1e9 / fps)) + video)
-    body = [info, _element(0x1654AE6B, track)]
+    info = ebml_element(0x1549A966, ebml_uint(0x2AD7B1, 1_000_000)
+                        + ebml_element(0x4489, struct.pack(">d", end_ms))
+                        + ebml_text(0x4D80, "batchemo tests") + ebml_text(0x5741, "tests/hostile.py"))
+    video = ebml_element(0xE0, ebml_uint(0xB0, w) + ebml_uint(0xBA, h))
+    track = ebml_element(0xAE, ebml_uint(0xD7, 1) + ebml_uint(0x73C5, 1) + ebml_uint(0x83, 1)  # video track 1
+                         + ebml_text(0x86, "V_MJPEG") + ebml_uint(0x23E383, round(1e9 / fps)) + video)
+    body = [info, ebml_element(0x1654AE6B, track)]
     for image, t in zip(frames, times_sec, strict=True):
         ok, jpg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
         assert ok, "JPEG encoding failed"
         # SimpleBlock: track 1 (vint 0x81), timestamp relative to the cluster's (0), keyframe.
         block = b"\x81" + struct.pack(">hB", 0, 0x80) + jpg.tobytes()
-        body.append(_element(0x1F43B675, _uint(0xE7, round(t * 1000)) + _element(0xA3, block)))
+        body.append(ebml_element(0x1F43B675, ebml_uint(0xE7, round(t * 1000)) + ebml_element(0xA3, block)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(header + _element(0x18538067, b"".join(body)))
+    path.write_bytes(header + ebml_element(0x18538067, b"".join(body)))
     return path

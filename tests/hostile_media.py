@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from hostile import _element, _text, _uint, write_mkv
+from hostile import ebml_element, ebml_text, ebml_uint, write_mkv
 
 BOMB_SIDE = 12000  # 12000² = 144 MP, over the 100 MP limit
 
@@ -149,20 +149,20 @@ def audio_only_mkv(path: Path, doc_type: str = "matroska", seconds: int = 1,
     video track, laid out as FFmpeg's muxer writes it: a SeekHead and a Void before Info, Tracks,
     then one cluster of samples. (Real WebM carries Opus or Vorbis; the scan reads only the
     track list.)"""
-    header = _element(0x1A45DFA3, _uint(0x4286, 1) + _uint(0x42F7, 1) + _uint(0x42F2, 4)
-                      + _uint(0x42F3, 8) + _text(0x4282, doc_type) + _uint(0x4287, 4)
-                      + _uint(0x4285, 2))
-    info = _element(0x1549A966, _uint(0x2AD7B1, 1_000_000)
-                    + _element(0x4489, struct.pack(">d", seconds * 1000.0)))
-    audio = _element(0xE1, _element(0xB5, struct.pack(">d", rate)) + _uint(0x9F, 1)
-                     + _uint(0x6264, 16))
-    track = _element(0xAE, _uint(0xD7, 1) + _uint(0x73C5, 1) + _uint(0x83, 2)  # audio track 1
-                     + _text(0x86, "A_PCM/INT/LIT") + audio)
+    header = ebml_element(0x1A45DFA3, ebml_uint(0x4286, 1) + ebml_uint(0x42F7, 1) + ebml_uint(0x42F2, 4)
+                          + ebml_uint(0x42F3, 8) + ebml_text(0x4282, doc_type) + ebml_uint(0x4287, 4)
+                          + ebml_uint(0x4285, 2))
+    info = ebml_element(0x1549A966, ebml_uint(0x2AD7B1, 1_000_000)
+                        + ebml_element(0x4489, struct.pack(">d", seconds * 1000.0)))
+    audio = ebml_element(0xE1, ebml_element(0xB5, struct.pack(">d", rate)) + ebml_uint(0x9F, 1)
+                         + ebml_uint(0x6264, 16))
+    track = ebml_element(0xAE, ebml_uint(0xD7, 1) + ebml_uint(0x73C5, 1) + ebml_uint(0x83, 2)  # audio track 1
+                         + ebml_text(0x86, "A_PCM/INT/LIT") + audio)
     block = b"\x81" + struct.pack(">hB", 0, 0x80) + bytes(2 * rate * seconds)
-    body = (_element(0x114D9B74, b"") + _element(0xEC, bytes(40))  # SeekHead, Void
-            + info + _element(0x1654AE6B, track)
-            + _element(0x1F43B675, _uint(0xE7, 0) + _element(0xA3, block)))
-    path.write_bytes(header + _element(0x18538067, body))
+    body = (ebml_element(0x114D9B74, b"") + ebml_element(0xEC, bytes(40))  # SeekHead, Void
+            + info + ebml_element(0x1654AE6B, track)
+            + ebml_element(0x1F43B675, ebml_uint(0xE7, 0) + ebml_element(0xA3, block)))
+    path.write_bytes(header + ebml_element(0x18538067, body))
     return path
 
 

@@ -35,9 +35,6 @@ _BMP_DIB_SIZES = {12, 40, 52, 56, 64, 108, 124}  # 'BM' alone is too weak a sign
 _ASF_GUID = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")  # WMV / ASF header object
 _OGG_VIDEO = (b"\x80theora", b"OVP80", b"\x80daala")  # codec headers in an Ogg stream's first page
 _EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # Matroska / WebM
-_NO_VIDEO = {"audio-only MPEG-4", "MPEG-4 without a video track", "audio-only Flash Video",
-             "Ogg audio", "audio-only Matroska", "audio-only WebM", "Matroska without a video track",
-             "WebM without a video track"}
 
 
 def image_format(head: bytes) -> str | None:
@@ -61,7 +58,8 @@ def image_format(head: bytes) -> str | None:
 
 
 def _sniff_head(head: bytes, strict: bool = False) -> tuple[str, str | None]:
-    """(IMAGE | VIDEO | OTHER, what an OTHER actually is when known).
+    """(IMAGE | VIDEO | OTHER, what an OTHER is when it is a media container without a video
+    stream, e.g. "Ogg audio"; None otherwise).
 
     `strict` for files whose extension names no media (sidecars, text): a text line could
     pass the weakest signatures ('Get free…' as a QuickTime atom, 'G' at 0 and 188 as MPEG-TS).
@@ -281,12 +279,12 @@ def _file_item(root: str, source: str, path: Path) -> MediaItem:
         return _error(root, source, path, f"cannot read file: {e.strerror or e}", st)
     if kind != OTHER:
         return MediaItem(root, source, path, kind, st.st_size, st.st_mtime)
-    if what in _NO_VIDEO:  # sound only, under any media extension: skipped, like a .m4a
+    if what:  # sound only, under any media extension: skipped, like a .m4a
         return MediaItem(root, source, path, OTHER, st.st_size, st.st_mtime,
                          reason=f"no video stream ({what})")
     expected = "not an image" if ext in IMAGE_EXTS else "not a video"
-    detail = f"{what} is not supported" if what else "content is not a known image or video format"
-    return _error(root, source, path, f"{expected}: {detail}", st)
+    return _error(root, source, path, f"{expected}: content is not a known image or video format",
+                  st)
 
 
 def _probe(root: str, source: str, path: Path, ext: str) -> MediaItem:
