@@ -242,10 +242,7 @@ def test_distillation_follows_the_teachers_not_the_labels(trained, tmp_path):
     # Distillation once ran its teachers with dropout on (a functional model overrides their
     # training=False) and the student learnt one class: accuracy 1/3 (issue 29 item 1).
     root = _faces_tree(tmp_path / "data", seed=cfg.seed)
-    train_dir = root / "train"
-    (train_dir / "Happiness").rename(train_dir / "tmp")
-    (train_dir / "Sadness").rename(train_dir / "Happiness")
-    (train_dir / "tmp").rename(train_dir / "Sadness")
+    _swap_happy_and_sad(root / "train")
     student = train(TrainConfig(data=root, out=tmp_path / "s.keras", epochs=3, batch_size=16,
                                 lr=0.05, work_dir=tmp_path / "w", test_only="PrivateTest_*",
                                 val=root / "test",  # validation held out of train is swapped
