@@ -114,7 +114,8 @@ def test_a_timestamp_jump_costs_what_the_faces_cost(tmp_path, kind, jump):
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
 def test_the_1e12_jump_runs_in_bounded_memory(tmp_path):
     # Issue 28 item 1: peak RSS under 600 MB for the whole run, derived tables included (the
-    # shipped model: its int8 copy runs without TensorFlow, whose import alone is ~700 MB).
+    # shipped model's int8 copy, which runs without TensorFlow, whose import alone is ~700 MB:
+    # named, because `auto` picks TensorFlow's bfloat16 on a CPU that has it natively).
     jump_mkv(tmp_path / "in", 1e12)
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of a big
     # pytest process (TensorFlow imported by other tests) would report the parent's size
@@ -123,7 +124,7 @@ def test_the_1e12_jump_runs_in_bounded_memory(tmp_path):
             "sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'ray'}), "
             "file=sys.stderr)); from batchemo.cli import main; main()")
     args = [sys.executable, "-c", code, "run", "-i", str(tmp_path / "in"), "-o",
-            str(tmp_path / "o.parquet"), "--quiet", "--workers", "0",
+            str(tmp_path / "o.parquet"), "--quiet", "--workers", "0", "--precision", "int8",
             "--plots", str(tmp_path / "plots")]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
