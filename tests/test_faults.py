@@ -33,8 +33,9 @@ def archive(tmp_path_factory):
 
 
 def cmd(root, out, model, *extra):
+    # int8: each run starts without TensorFlow, and takes the same path on every CPU
     return [sys.executable, "-m", "batchemo", "run", "-i", str(root), "-o", str(out), "--model",
-            str(model), "--workers", "1", "--quiet", *extra]
+            str(model), "--precision", "int8", "--workers", "1", "--quiet", *extra]
 
 
 def committed(out) -> int:
@@ -62,18 +63,18 @@ def landed(kill_when: str, out, at_kill: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def reference(archive, random_model, tmp_path_factory):
+def reference(archive, random_int8_model, tmp_path_factory):
     ref = tmp_path_factory.mktemp("reference") / "ref.parquet"
-    subprocess.run(cmd(archive, ref, random_model), check=True, timeout=300)
+    subprocess.run(cmd(archive, ref, random_int8_model), check=True, timeout=300)
     return ref
 
 
 @pytest.mark.parametrize("kill_when", ["startup", "after_first_file", "between_files",
                                        "before_final_write"])
-def test_sigkill_then_rerun_gives_every_row_exactly_once(archive, random_model, reference,
+def test_sigkill_then_rerun_gives_every_row_exactly_once(archive, random_int8_model, reference,
                                                          tmp_path, kill_when):
     out = tmp_path / "out.parquet"
-    proc = subprocess.Popen(cmd(archive, out, random_model))
+    proc = subprocess.Popen(cmd(archive, out, random_int8_model))
     target = {"startup": None, "after_first_file": 1, "between_files": 3,
               "before_final_write": 6}[kill_when]
     deadline = time.time() + 300
@@ -88,35 +89,35 @@ def test_sigkill_then_rerun_gives_every_row_exactly_once(archive, random_model, 
     assert landed(kill_when, out, at_kill), f"killed with {at_kill} files committed"
     if out.exists():  # whatever was there is complete (atomic rename), never half-written
         pq.read_table(out)
-    rerun = subprocess.run(cmd(archive, out, random_model), timeout=300)
+    rerun = subprocess.run(cmd(archive, out, random_int8_model), timeout=300)
     assert rerun.returncode == 0
     assert_same(out, reference)
     assert not list(out.parent.glob(".*.tmp"))
 
 
-def test_sigterm_keeps_finished_files_and_exits_2(archive, random_model, reference, tmp_path):
+def test_sigterm_keeps_finished_files_and_exits_2(archive, random_int8_model, reference, tmp_path):
     out = tmp_path / "out.parquet"
-    proc = subprocess.Popen(cmd(archive, out, random_model))
+    proc = subprocess.Popen(cmd(archive, out, random_int8_model))
     while committed(out) < 2 and proc.poll() is None:
         time.sleep(0.005)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 2
     done = pq.read_table(OutputPaths.from_out(out).table("files")).num_rows
     assert done >= 2
-    assert subprocess.run(cmd(archive, out, random_model), timeout=300).returncode == 0
+    assert subprocess.run(cmd(archive, out, random_int8_model), timeout=300).returncode == 0
     assert_same(out, reference)
 
 
-def test_concurrent_runs_one_waits_and_finds_the_work_done(archive, random_model, reference,
+def test_concurrent_runs_one_waits_and_finds_the_work_done(archive, random_int8_model, reference,
                                                            tmp_path):
     out = tmp_path / "out.parquet"
     # Started together: whichever locks first holds the lock for seconds (model load, 6 files),
     # the other tries within milliseconds and must exit 3 at once.
-    a = subprocess.Popen(cmd(archive, out, random_model), stderr=subprocess.PIPE, text=True)
-    b = subprocess.Popen(cmd(archive, out, random_model), stderr=subprocess.PIPE, text=True)
+    a = subprocess.Popen(cmd(archive, out, random_int8_model), stderr=subprocess.PIPE, text=True)
+    b = subprocess.Popen(cmd(archive, out, random_int8_model), stderr=subprocess.PIPE, text=True)
     while committed(out) < 1 and a.poll() is None and b.poll() is None:
         time.sleep(0.005)
-    waited = subprocess.run(cmd(archive, out, random_model, "--wait", "300"),
+    waited = subprocess.run(cmd(archive, out, random_int8_model, "--wait", "300"),
                             capture_output=True, text=True, timeout=320)
     codes = sorted([a.wait(timeout=300), b.wait(timeout=300)])
     errors = a.stderr.read() + b.stderr.read()
@@ -137,7 +138,7 @@ def _workers_of(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
-def test_a_killed_worker_fails_its_file_and_the_run_goes_on(tmp_path, random_model):
+def test_a_killed_worker_fails_its_file_and_the_run_goes_on(tmp_path, random_int8_model):
     # Issue 28 item 5: `kill -9 <worker pid>` (what the OOM killer does) ended the run with
     # "RuntimeError: a worker process died unexpectedly", exit 1 and no tables.
     root = tmp_path / "in"
@@ -145,7 +146,7 @@ def test_a_killed_worker_fails_its_file_and_the_run_goes_on(tmp_path, random_mod
         write_video(root / f"clip{i}.mp4", seconds=4, fps=10, size=(160, 240),
                     faces_fn=lambda i, t: [(20 + 3 * i, 40, 64)])
     out = tmp_path / "out.parquet"
-    proc = subprocess.Popen(cmd(root, out, random_model, "--fps", "10"), stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cmd(root, out, random_int8_model, "--fps", "10"), stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 300
     while committed(out) < 1 and proc.poll() is None and time.time() < deadline:
@@ -162,6 +163,6 @@ def test_a_killed_worker_fails_its_file_and_the_run_goes_on(tmp_path, random_mod
     faces = read_output(out)
     assert set(faces.source) == set(files[files.status == "ok"].source)  # finished files kept
     # A failed file is retried when asked (a file that kills workers is not retried unasked)
-    rerun = subprocess.run(cmd(root, out, random_model, "--fps", "10", "--retry-errors"),
+    rerun = subprocess.run(cmd(root, out, random_int8_model, "--fps", "10", "--retry-errors"),
                            timeout=300)
     assert rerun.returncode == 0 and set(read_output(out, "files").status) == {"ok"}

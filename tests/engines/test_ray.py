@@ -142,17 +142,13 @@ def test_ray_rows_equal_local_rows_and_reruns_are_incremental(
 @pytest.mark.slow
 @pytest.mark.own_ray
 def test_engine_starts_its_own_ray_runs_the_int8_copy_there_and_removes_it(
-        tmp_path, make_image, random_model, monkeypatch):
+        tmp_path, make_image, random_int8_model, monkeypatch):
     # No local_ray fixture: the engine starts Ray only when nobody in this process has.
     ray = pytest.importorskip("ray")
     from batchemo import pipeline
     from batchemo.engines import ray as engine
-    from batchemo.model import quantize
 
-    for suffix in (".keras", ".json"):  # a copy: the fixture is shared
-        shutil.copy(random_model.with_suffix(suffix), tmp_path / f"m{suffix}")
-    model = tmp_path / "m.keras"
-    quantize(model, np.random.default_rng(0).integers(0, 256, (32, 48, 48, 1), np.uint8), n=16)
+    model = random_int8_model
     make_image("in/a.png", size=(160, 300), faces=faces_at(2))
     a, b = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     run(cfg_for(tmp_path / "in", a, model, precision="int8"))
