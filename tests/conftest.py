@@ -320,11 +320,11 @@ def random_model(tmp_path_factory) -> Path:
 def random_int8_model(random_model, tmp_path_factory) -> Path:
     """random_model with an int8 copy. `run --precision int8` with it needs no TensorFlow: a run
     in a subprocess starts in about 1 CPU s instead of 6 (TensorFlow's import)."""
+    from helpers import copy_model
+
     from batchemo.model import quantize
 
-    path = tmp_path_factory.mktemp("model") / "random.keras"
-    for suffix in (".keras", ".json"):
-        shutil.copyfile(random_model.with_suffix(suffix), path.with_suffix(suffix))
+    path = copy_model(random_model, tmp_path_factory.mktemp("model") / "random.keras")
     quantize(path, np.random.default_rng(0).integers(0, 256, (32, 48, 48, 1), np.uint8), n=16)
     return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,14 @@ def faces_at(n: int, t: float = 0.0, size: int = BIG, y: int = 40) -> list[tuple
     """`n` faces of `size` px side by side, drifting right 10 px per second of `t` (a
     make_image/make_video `faces` list: (x, y, size) each)."""
     return [(20 + i * (size + 30) + int(10 * t), y, size) for i in range(n)]
+
+
+def copy_model(src: Path, dest: Path) -> Path:
+    """A copy of the artifact `src` (.keras and its .json card) at `dest`: for a test that changes
+    a model a shared fixture made."""
+    for suffix in (".keras", ".json"):
+        shutil.copyfile(src.with_suffix(suffix), dest.with_suffix(suffix))
+    return dest
 
 
 def run_cfg(inputs, out, model, **kw) -> RunConfig:

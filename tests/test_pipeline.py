@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import needs_shared
-from helpers import assert_same_rows, comparable, faces_at, read_output, run_cfg
+from helpers import assert_same_rows, comparable, copy_model, faces_at, read_output, run_cfg
 
 from batchemo import run
 from batchemo.cli import main
@@ -135,13 +135,9 @@ def test_precision_is_a_setting_and_bfloat16_agrees_with_float32(tmp_path, make_
 
 @pytest.mark.slow  # several runs and models
 def test_int8_precision_runs_the_models_int8_copy(tmp_path, make_image, random_model):
-    import shutil
-
     from batchemo.model import quantize
 
-    for suffix in (".keras", ".json"):  # a copy: the fixture is shared
-        shutil.copy(random_model.with_suffix(suffix), tmp_path / f"m{suffix}")
-    model = tmp_path / "m.keras"
+    model = copy_model(random_model, tmp_path / "m.keras")  # the fixture is shared
     faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48, 1), np.uint8)
     quantize(model, faces, n=32)
     for i in range(2):
@@ -164,15 +160,11 @@ def test_int8_precision_runs_the_models_int8_copy(tmp_path, make_image, random_m
 @pytest.mark.slow  # several runs and models
 def test_an_output_keeps_the_precision_auto_chose_first(tmp_path, make_image, random_model,
                                                         monkeypatch):
-    import shutil
-
     from batchemo import model as model_mod
     from batchemo.model import quantize
 
     monkeypatch.setattr(model_mod, "native_bfloat16", lambda: False)
-    for suffix in (".keras", ".json"):
-        shutil.copy(random_model.with_suffix(suffix), tmp_path / f"m{suffix}")
-    model = tmp_path / "m.keras"
+    model = copy_model(random_model, tmp_path / "m.keras")  # the fixture is shared
     make_image("in/0.png", size=(160, 300), faces=faces_at(2))
     out = tmp_path / "res.parquet"
     run(run_cfg([tmp_path / "in"], out, model))  # auto: float32, the model has no int8 copy

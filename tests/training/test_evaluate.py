@@ -114,18 +114,15 @@ def test_evaluate_resolves_auto_precision_as_run_does_and_auto_is_the_default(
         random_model, tmp_path, monkeypatch):
     # Issue 29: evaluate defaulted to float32 where `run`'s auto used the int8 copy, so the two
     # reported different numbers on a CPU without native bf16. Both now go through load_model.
-    import shutil
-
     import cv2
+    from helpers import copy_model
 
     import batchemo.model as model_module
     from batchemo.config import EvaluateConfig
     from batchemo.model import load_model, quantize
     from batchemo.training.evaluate import evaluate
 
-    model = tmp_path / "m.keras"
-    shutil.copyfile(random_model, model)
-    shutil.copyfile(random_model.with_suffix(".json"), model.with_suffix(".json"))
+    model = copy_model(random_model, tmp_path / "m.keras")
     rng = np.random.default_rng(3)
     faces = rng.integers(0, 256, (40, 48, 48, 1)).astype(np.uint8)
     quantize(model, faces, n=20)
