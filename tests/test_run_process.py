@@ -188,12 +188,11 @@ def test_item16_unguarded_script_with_worker_processes_runs_once(tmp_path, make_
 # -- 18. a rerun with nothing to do plans first and never loads the model ---------------------
 
 NOOP = """
-import json, sys, time
-t = time.time()
+import json, sys
 import batchemo
 r = batchemo.run(batchemo.RunConfig(input=[sys.argv[1]], out=sys.argv[2], model=sys.argv[3],
                                     quiet=True, fps=float(sys.argv[4])))
-print(json.dumps({"seconds": time.time() - t, "tf": "tensorflow" in sys.modules,
+print(json.dumps({"tf": "tensorflow" in sys.modules,
                   "unchanged": r.files_unchanged, "code": r.exit_code}))
 """
 
@@ -229,7 +228,8 @@ def test_item18_noop_rerun_does_not_load_the_model(tmp_path, make_image, make_vi
 
 @needs_shared
 @pytest.mark.slow
-def test_item18_noop_rerun_of_the_shared_media_takes_under_3_seconds(tmp_path, shared_media):
+def test_item18_noop_rerun_of_the_shared_media_loads_no_model(tmp_path, shared_media):
+    # Its speed (issue 14's bar) is bench/bench_archive.py's no-op rerun, not a timed test.
     out = tmp_path / "res.parquet"
     first = _noop_rerun(shared_media, out, None, fps=1.0)
     # The shipped model runs on TensorFlow, or (auto without native bf16) on its int8 copy
@@ -237,4 +237,3 @@ def test_item18_noop_rerun_of_the_shared_media_takes_under_3_seconds(tmp_path, s
     assert first["code"] == 0 and first["unchanged"] == 0
     again = _noop_rerun(shared_media, out, None, fps=1.0)
     assert again["tf"] is False and again["unchanged"] >= 10 and again["code"] == 0
-    assert again["seconds"] <= 3.0
