@@ -58,6 +58,11 @@ class TrainConfig:
                                "prediction on the same augmented face, mixed with the labels "
                                "by --distill. They run frozen, beside the student.",
                                multiple=True)
+    soup: list[Path] = opt([], "Instead of training: average the weights of these artifacts, "
+                           "each fine-tuned from --init (repeat for several; e.g. one recipe, "
+                           "several seeds): a uniform model soup (Wortsman et al., 2022). "
+                           "--keep-init then mixes the start back and the model is finished as "
+                           "a trained one is.", multiple=True)
     distill: float = opt(0.75, "With --teachers: the teachers' share of the training target "
                          "(the rest is the smoothed label).", min=0.0, max=1.0)
     degrade: float = opt(0.0, "Video-grade degradation of training faces: the chance that a "

@@ -49,6 +49,7 @@ def test_shipped_job_files_are_valid(job):
     if cls is C.TrainConfig:
         assert cfg.data and cfg.out and not str(cfg.test_only or "").startswith("PublicTest")
     if job.name == "train-fer2013.toml":  # stage 1 → 2 → 3 → (+ teachers) student → 6 → 7a → 7
+        # → 8a (three seeds) → 8
         stage = {n: build_config(C.TrainConfig, job.with_name(f"train-fer2013-stage{n}.toml"), {})
                  for n in (1, 2, 3)}
         teacher = build_config(C.TrainConfig, job.with_name("train-fer2013-teacher.toml"), {})
@@ -60,10 +61,15 @@ def test_shipped_job_files_are_valid(job):
         assert step6.init == student.out and step6.teachers == student.teachers
         step7a = build_config(C.TrainConfig, job.with_name("train-fer2013-video-teacher.toml"), {})
         assert step7a.init == step6.out and step7a.teachers == [step6.out] and step7a.degrade > 0
-        assert cfg.init == step6.out and cfg.teachers == [step6.out, step7a.out]
-        assert 0 < cfg.degrade < step7a.degrade and cfg.keep_init == 0.3 and not step7a.keep_init
-        assert cfg.soft_labels.name == "ferplus_votes.csv"
-        assert cfg.out.name == "fer2013-default.keras"
+        step7 = build_config(C.TrainConfig, job.with_name("train-fer2013-video.toml"), {})
+        assert step7.init == step6.out and step7.teachers == [step6.out, step7a.out]
+        assert 0 < step7.degrade < step7a.degrade and step7.keep_init == 0.3
+        assert step7.soft_labels.name == "ferplus_votes.csv" and not step7a.keep_init
+        step8a = build_config(C.TrainConfig, job.with_name("train-fer2013-talking.toml"), {})
+        assert step8a.init == step7.out and step8a.teachers == [step7.out]
+        assert step8a.occlude and step8a.motion_blur and step8a.pitch and not step8a.keep_init
+        assert cfg.init == step7.out and step8a.out in cfg.soup and len(cfg.soup) == 3
+        assert cfg.keep_init == 0.85 and cfg.int8 and cfg.out.name == "fer2013-default.keras"
 
 
 # Issue 28 item 10: `train --seed -1` and `--seed 5000000000` were ValueError tracebacks (exit 1).

@@ -102,12 +102,18 @@ def degrading(keras, model, cfg: TrainConfig):
     return keras.Model(inputs, model(degraded(cfg, inputs)))
 
 
-def provenance(meta: dict) -> dict:
+def provenance(meta: dict, shallow: bool = False) -> dict:
     """What a card records of an artifact it started from or learnt from: its identity, its
-    headline metrics (the full ones are in its own card) and, in turn, its provenance."""
+    headline metrics (the full ones are in its own card) and, in turn, its provenance; `shallow`
+    names the models it came from by id only (for soup members, whose start is the soup's own)."""
     keep = ("model_id", "arch", "classes", "seed", "epochs_trained", "initialised_from",
             "distilled_from")
     out = {k: meta[k] for k in keep if k in meta}
+    if shallow and out.get("initialised_from"):
+        out["initialised_from"] = out["initialised_from"]["model_id"]
+    if shallow and out.get("distilled_from"):
+        out["distilled_from"] = {**out["distilled_from"], "teachers": [
+            t["model_id"] for t in out["distilled_from"]["teachers"]]}
     for split in ("validation", "test"):
         if split in meta:
             out[split] = {k: meta[split][k] for k in ("n", "accuracy", "macro_f1", "split")

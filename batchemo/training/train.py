@@ -113,8 +113,9 @@ def train(cfg: TrainConfig) -> dict:
     validate(cfg)
     if cfg.data is None:
         raise DatasetError("no training data given (--data)")
-    if cfg.keep_init and not cfg.init:
-        raise ConfigError("--keep-init mixes the --init weights back in: give --init")
+    if (cfg.keep_init or cfg.soup) and not cfg.init:
+        raise ConfigError(f"{'--soup' if cfg.soup else '--keep-init'} needs the --init weights "
+                          "the models started from: give --init")
     size = INPUT_SIZE[cfg.arch]
     train_s, val_s, test_s, val_how = load_splits(cfg, size)
     if len(train_s.classes) < 2:  # issue 28 item 10: trained a 1-class model, exit 0
@@ -132,6 +133,8 @@ def train(cfg: TrainConfig) -> dict:
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(cfg.precision)
     try:
+        if cfg.soup:
+            return _average(cfg, train_s, val_s, test_s, val_how)
         return _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how, targets)
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -232,8 +235,27 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how, targets) -> dict:
                    "train_seconds_this_call": round(time.time() - started, 1)})
 
 
+def _average(cfg: TrainConfig, train_s: Split, val_s: Split, test_s: Split | None,
+             val_how: str) -> dict:
+    """--soup: the members' mean weights, mixed back with --init by --keep-init, then finished.
+    Fine-tunes of one start lie in one basin, so their mean is a model too (Wortsman et al.,
+    "Model soups", 2022)."""
+    model = build(cfg.arch, len(train_s.classes), [])
+    init_card = _start_from(model, cfg, train_s.classes)
+    start_weights = model.get_weights()
+    members = [_compatible(path, cfg, train_s.classes, "--soup") for path in cfg.soup]
+    weights = [m.keras_model.get_weights() for m in members]
+    for w, m in zip(weights, members, strict=True):  # each one's own temperature taken out
+        w[-2:] = [v * (m.meta.get("temperature") or {}).get("value", 1.0) for v in w[-2:]]
+    model.set_weights([np.mean(ws, axis=0) for ws in zip(*weights, strict=True)])
+    mix_back(model, start_weights, cfg.keep_init)
+    return finish(cfg, model, train_s, val_s, test_s, val_how, None,
+                  {"initialised_from": init_card, "init_weights_kept": cfg.keep_init,
+                   "soup_of": [provenance(m.meta, shallow=True) for m in members]})
+
+
 def finish(cfg: TrainConfig, model, train_s: Split, val_s: Split, test_s: Split | None,
-           val_how: str, history: Path, extra: dict) -> dict:
+           val_how: str, history: Path | None, extra: dict) -> dict:
     """Trained weights → artifact: the float32 copy with its BatchNorm statistics recomputed on
     clean training faces, scored on validation (and test, if given), saved with its card."""
     # Score what ships: the float32 copy, not the (possibly bf16) training model.
@@ -260,7 +282,7 @@ def finish(cfg: TrainConfig, model, train_s: Split, val_s: Split, test_s: Split 
             "value": temperature, "fitted_on": f"{val_how} (minimum log-loss)",
             "applied": "folded into the output layer (logits / T), so run and evaluate use it"},
         "validation": score(model, val_s, tta=cfg.tta),
-        "epochs_trained": _epochs_done(history),
+        "epochs_trained": _epochs_done(history) if history else None,
         **extra,
     }
     if test_s is not None:
@@ -272,7 +294,11 @@ def finish(cfg: TrainConfig, model, train_s: Split, val_s: Split, test_s: Split 
     card = save_artifact(model, Path(cfg.out), meta)
     if cfg.int8:
         card["int8"] = quantize(card["path"], train_s.x, seed=cfg.seed)
-    shutil.copyfile(history, Path(card["path"]).with_suffix(".history.csv"))
+    beside = Path(card["path"]).with_suffix(".history.csv")
+    if history:
+        shutil.copyfile(history, beside)
+    else:  # averaged, not trained: an earlier model's history there would describe another
+        beside.unlink(missing_ok=True)
     return card
 
 
@@ -352,15 +378,21 @@ def fit_temperature(model, val: Split, tta: bool) -> float:
 
 
 def _start_from(model, cfg: TrainConfig, classes: tuple[str, ...]) -> dict:
-    """Copy an artifact's weights into `model`; returns its card (for provenance)."""
-    source = load_model(cfg.init)
-    arch = source.meta.get("arch")
-    if arch != cfg.arch or source.classes != tuple(classes):
-        raise ConfigError(f"--init {cfg.init}: it is a {arch!r} model of classes "
-                           f"{', '.join(source.classes)}; this training is {cfg.arch!r} on "
-                           f"{', '.join(classes)}")
+    """Copy --init's weights into `model`; returns its card (for provenance)."""
+    source = _compatible(cfg.init, cfg, classes, "--init")
     model.set_weights(source.keras_model.get_weights())
     return provenance(source.meta)
+
+
+def _compatible(path: Path, cfg: TrainConfig, classes: tuple[str, ...], flag: str):
+    """The artifact at `path`, refused unless it has this training's architecture and classes."""
+    source = load_model(path)
+    arch = source.meta.get("arch")
+    if arch != cfg.arch or source.classes != tuple(classes):
+        raise ConfigError(f"{flag} {path}: it is a {arch!r} model of classes "
+                          f"{', '.join(source.classes)}; this training is {cfg.arch!r} on "
+                          f"{', '.join(classes)}")
+    return source
 
 
 def _epochs_done(history: Path) -> int:

@@ -359,6 +359,43 @@ def test_keep_init_mixes_the_starting_weights_back(trained, tmp_path):
                           work_dir=tmp_path / "w2"))
 
 
+@pytest.mark.slow  # the `trained` fixture trains a model
+def test_soup_averages_fine_tunes_with_their_temperatures_taken_out(trained, tmp_path):
+    from batchemo.errors import ConfigError
+    from batchemo.model import save_artifact
+
+    cfg, first = trained
+    start = load_model(cfg.out)
+    w = start.keras_model.get_weights()
+    stats = ["moving" in v.path for v in start.keras_model.weights]  # variances stay positive
+    members = []
+    for name, step, t in (("a", 0.1, 2.0), ("b", -0.1, 0.5)):  # W ± 0.1, then each calibrated
+        moved = [v if stat else v + step for v, stat in zip(w, stats, strict=True)]
+        moved[-2:] = [v / t for v in moved[-2:]]
+        model = load_model(cfg.out).keras_model
+        model.set_weights(moved)
+        members.append(save_artifact(model, tmp_path / f"{name}.keras",
+                                     {**start.meta, "temperature": {"value": t},
+                                      "initialised_from": first})["path"])
+    card = train(TrainConfig(data=cfg.data, out=tmp_path / "soup.keras", init=cfg.out,
+                             soup=members, calibrate=False, test_only="PrivateTest_*",
+                             work_dir=tmp_path / "w", seed=cfg.seed))
+    soup = load_model(tmp_path / "soup.keras").keras_model.get_weights()
+    # The mean of W + 0.1 and W - 0.1 is W: convolutions and the output layer (whose two
+    # temperatures were folded in differently) alike; BatchNorm's statistics are recomputed.
+    for k in (0, 1, 2, -7, -2, -1):  # first conv and its BN scale, the dense layer, the output
+        np.testing.assert_allclose(soup[k], w[k], rtol=1e-5, atol=1e-5)
+    assert [m["model_id"] for m in card["soup_of"]] == [load_model(p).model_id for p in members]
+    # Each member's start is named by id: its whole chain is the soup's own initialised_from.
+    assert card["soup_of"][0]["initialised_from"] == first["model_id"]
+    assert card["initialised_from"]["model_id"] == first["model_id"]
+    assert card["epochs_trained"] is None and "accuracy" in card["test"]
+    assert not (tmp_path / "soup.history.csv").exists()
+    with pytest.raises(ConfigError, match="--soup .*needs the --init"):
+        train(TrainConfig(data=cfg.data, out=tmp_path / "x.keras", soup=members,
+                          work_dir=tmp_path / "w2"))
+
+
 @pytest.mark.slow  # trains a model
 def test_int8_copy_predicts_like_the_float32_model(trained, tmp_path):
     cfg, _ = trained
