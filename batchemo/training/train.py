@@ -37,6 +37,7 @@ from batchemo.training.datasets import (
 )
 from batchemo.training.distil import degrader, degrading, distiller, provenance
 from batchemo.training.evaluate import predict_probs, score
+from batchemo.training.soup import soup_weights
 from batchemo.tta import MIRROR_BELOW, unsure
 
 log = logging.getLogger(__name__)
@@ -237,17 +238,13 @@ def _fit_and_save(cfg, keras, train_s, val_s, test_s, val_how, targets) -> dict:
 
 def _average(cfg: TrainConfig, train_s: Split, val_s: Split, test_s: Split | None,
              val_how: str) -> dict:
-    """--soup: the members' mean weights, mixed back with --init by --keep-init, then finished.
-    Fine-tunes of one start lie in one basin, so their mean is a model too (Wortsman et al.,
-    "Model soups", 2022)."""
+    """--soup: the members' mean weights (soup.py), mixed back with --init by --keep-init, then
+    finished as a trained model is."""
     model = build(cfg.arch, len(train_s.classes), [])
     init_card = _start_from(model, cfg, train_s.classes)
     start_weights = model.get_weights()
     members = [_compatible(path, cfg, train_s.classes, "--soup") for path in cfg.soup]
-    weights = [m.keras_model.get_weights() for m in members]
-    for w, m in zip(weights, members, strict=True):  # each one's own temperature taken out
-        w[-2:] = [v * (m.meta.get("temperature") or {}).get("value", 1.0) for v in w[-2:]]
-    model.set_weights([np.mean(ws, axis=0) for ws in zip(*weights, strict=True)])
+    model.set_weights(soup_weights(members, cfg.soup, init_card["model_id"]))
     mix_back(model, start_weights, cfg.keep_init)
     return finish(cfg, model, train_s, val_s, test_s, val_how, None,
                   {"initialised_from": init_card, "init_weights_kept": cfg.keep_init,

@@ -391,6 +391,11 @@ def test_soup_averages_fine_tunes_with_their_temperatures_taken_out(trained, tmp
     assert card["initialised_from"]["model_id"] == first["model_id"]
     assert card["epochs_trained"] is None and "accuracy" in card["test"]
     assert not (tmp_path / "soup.history.csv").exists()
+    stray = save_artifact(load_model(cfg.out).keras_model, tmp_path / "c.keras",
+                          {**start.meta, "initialised_from": {"model_id": "other-0123"}})["path"]
+    with pytest.raises(ConfigError, match="c.keras: not fine-tuned from --init"):
+        train(TrainConfig(data=cfg.data, out=tmp_path / "x.keras", init=cfg.out,
+                          soup=[*members, stray], work_dir=tmp_path / "w3"))
     with pytest.raises(ConfigError, match="--soup .*needs the --init"):
         train(TrainConfig(data=cfg.data, out=tmp_path / "x.keras", soup=members,
                           work_dir=tmp_path / "w2"))
